@@ -1,0 +1,156 @@
+"""Box definitions, ``buildboxes/<box>/box.yaml`` and its Dockerfile, checked with the library."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from buildbox import yamldoc
+from buildbox.dockerfile import check_dockerfile
+from buildbox.errors import Problem
+from buildbox.library import Library
+from buildbox.refs import is_pinned
+from buildbox.settings import Settings
+
+BOX_FILE = "box.yaml"
+DOCKERFILE = "Dockerfile"
+
+
+@dataclass(frozen=True)
+class Box:
+    """One buildbox: its own version, a pinned base, the platforms it builds, its components."""
+
+    name: str
+    directory: Path
+    version: str
+    base: str
+    platforms: tuple[str, ...]
+    components: tuple[str, ...]
+    network: bool = False
+    description: str = ""
+
+    @property
+    def release_tag(self) -> str:
+        return f"v{self.version}"
+
+    @property
+    def dockerfile(self) -> Path:
+        return self.directory / DOCKERFILE
+
+    def files(self) -> tuple[Path, ...]:
+        """The box's own files that go into its build context (everything but box.yaml)."""
+        return tuple(
+            sorted(
+                path
+                for path in self.directory.rglob("*")
+                if path.is_file() and path.relative_to(self.directory).as_posix() != BOX_FILE
+            )
+        )
+
+
+def box_directories(settings: Settings) -> list[Path]:
+    if not settings.boxes_dir.is_dir():
+        return []
+    return sorted(p for p in settings.boxes_dir.iterdir() if p.is_dir())
+
+
+def load_box(
+    directory: Path, settings: Settings, library: Library, problems: list[Problem]
+) -> Box | None:
+    """The box in ``directory`` if it is valid; otherwise None, with every problem appended."""
+    box_file = directory / BOX_FILE
+    shown = settings.shown(box_file)
+    found: list[Problem] = []
+    if not (directory / DOCKERFILE).is_file():
+        found.append(
+            Problem(
+                settings.shown(directory), None, DOCKERFILE, "missing; every box has a Dockerfile"
+            )
+        )
+    document = yamldoc.load(box_file, shown, found)
+    box = None
+    if document is not None:
+        schema_problems = [problem for _, problem in yamldoc.validate(document, "box", shown)]
+        found.extend(schema_problems)
+        if not schema_problems:
+            box = Box(
+                name=directory.name,
+                directory=directory,
+                version=str(document["version"]),
+                base=document["base"],
+                platforms=tuple(document["platforms"]),
+                components=tuple(document["components"]),
+                network=document.get("network", False),
+                description=document.get("description", ""),
+            )
+            found.extend(_check_box(box, document, shown, settings, library))
+    if (directory / DOCKERFILE).is_file():
+        network = box.network if box else True  # unknown: do not guess about package managers
+        found.extend(
+            check_dockerfile(
+                directory / DOCKERFILE, settings.shown(directory / DOCKERFILE), network=network
+            )
+        )
+    problems.extend(found)
+    return box if not found else None
+
+
+def _check_box(
+    box: Box, document: object, shown: str, settings: Settings, library: Library
+) -> list[Problem]:
+    found: list[Problem] = []
+
+    def problem(path: yamldoc.FieldPath, message: str) -> None:
+        found.append(
+            Problem(shown, yamldoc.line_of(document, path), yamldoc.field_name(path), message)
+        )
+
+    if not is_pinned(box.base):
+        problem(
+            ("base",),
+            f"{box.base!r} is not pinned by digest; write it as name:tag@sha256:<64 hex> "
+            "(`docker buildx imagetools inspect` or `skopeo inspect` print the digest)",
+        )
+    for index, name in _repeats(box.platforms):
+        problem(("platforms", index), f"{name!r} is listed twice")
+    for index, platform in enumerate(box.platforms):
+        if platform not in settings.platforms:
+            problem(
+                ("platforms", index),
+                f"{platform!r} is not a platform this project builds; expected one of "
+                f"{', '.join(settings.platforms)} (buildbox.platforms in invoke.yaml)",
+            )
+    for index, name in _repeats(box.components):
+        problem(("components", index), f"{name!r} is listed twice")
+    for index, name in enumerate(box.components):
+        component = library.get(name)
+        if name in library.broken:
+            problem(("components", index), f"{name!r} has problems in shared/components.yaml")
+            continue
+        if component is None:
+            problem(
+                ("components", index),
+                f"{name!r} is not in shared/components.yaml; add it to the "
+                "library or remove it from the box",
+            )
+            continue
+        missing = [p for p in box.platforms if component.artifact(p) is None]
+        if missing:
+            problem(
+                ("components", index),
+                f"{name!r} has no artifact for {', '.join(missing)}; add "
+                f"components.{name}.artifacts.{missing[0]} to shared/components.yaml",
+            )
+    return found
+
+
+def _repeats(values: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(index, value) of every occurrence after the first of a value listed more than once."""
+    seen: Counter[str] = Counter()
+    repeats = []
+    for index, value in enumerate(values):
+        seen[value] += 1
+        if seen[value] > 1:
+            repeats.append((index, value))
+    return repeats

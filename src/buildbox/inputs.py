@@ -1,0 +1,94 @@
+"""The inputs digest: one sha256 over everything that decides what a box's image contains.
+
+Same inputs, same digest, on any machine: the digest is taken over a canonical JSON document of
+file contents and pins, never over paths, times or the order files happen to be listed in.
+What only names or describes the image (the box's version and description, download URLs, probes)
+is left out: a mirror or a new version number does not change what is inside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from buildbox.boxes import Box
+from buildbox.library import Component, Library
+from buildbox.settings import Settings
+
+#: Bump when the meaning of the digest changes, so that old and new digests never compare equal.
+SCHEMA = "buildbox-inputs/1"
+#: The shared script every box's Dockerfile runs; it calls one script per kind of artifact.
+INSTALL_ENTRYPOINT = "install.sh"
+
+
+def box_components(box: Box, library: Library) -> tuple[Component, ...]:
+    """The library's entries for the box's components, in the box's order."""
+    components = []
+    for name in box.components:
+        component = library.get(name)
+        if component is None:
+            raise KeyError(f"{box.name}: component {name!r} is not in the library")
+        components.append(component)
+    return tuple(components)
+
+
+def install_scripts(box: Box, library: Library, settings: Settings) -> tuple[Path, ...]:
+    """The shared install scripts the box uses: the entry point and one per kind of artifact."""
+    kinds = sorted({c.install.kind for c in box_components(box, library)})
+    names = [INSTALL_ENTRYPOINT, *(f"{kind}.sh" for kind in kinds)]
+    return tuple(settings.install_scripts_dir / name for name in names)
+
+
+def inputs_manifest(
+    box: Box, library: Library, settings: Settings, platform: str | None = None
+) -> dict[str, Any]:
+    """The canonical description the digest is taken over (all platforms, or just ``platform``)."""
+    platforms = [platform] if platform else list(box.platforms)
+    return {
+        "schema": SCHEMA,
+        "box": box.name,
+        "base": box.base,
+        "network": box.network,
+        "platforms": platforms,
+        "files": {
+            path.relative_to(box.directory).as_posix(): _file_entry(path) for path in box.files()
+        },
+        "scripts": {
+            path.name: _file_entry(path) for path in install_scripts(box, library, settings)
+        },
+        "components": [
+            {
+                "name": c.name,
+                "version": c.version,
+                "install": {
+                    "kind": c.install.kind,
+                    "dest": c.install.dest,
+                    "strip_components": c.install.strip_components,
+                },
+                "artifacts": {
+                    p: {"file": a.filename, "sha256": a.sha256}
+                    for p in platforms
+                    if (a := c.artifact(p)) is not None
+                },
+            }
+            for c in box_components(box, library)
+        ],
+    }
+
+
+def inputs_digest(
+    box: Box, library: Library, settings: Settings, platform: str | None = None
+) -> str:
+    """``sha256:<hex>`` of the box's inputs (all platforms, or just ``platform``)."""
+    manifest = inputs_manifest(box, library, settings, platform)
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    return {
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "executable": bool(path.stat().st_mode & 0o111),
+    }

@@ -1,0 +1,192 @@
+"""The pinned-component library, ``shared/components.yaml``: every download, pinned by sha256."""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from cyclonedx import spdx
+from packageurl import PackageURL
+
+from buildbox import yamldoc
+from buildbox.errors import Problem
+from buildbox.settings import Settings
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One downloadable file of a component for one platform."""
+
+    platform: str
+    url: str
+    sha256: str
+    sha256_source: str
+
+    @property
+    def filename(self) -> str:
+        return posixpath.basename(unquote(urlsplit(self.url).path))
+
+
+@dataclass(frozen=True)
+class Install:
+    """How a shared install script puts the artifact into the image."""
+
+    kind: str
+    dest: str
+    strip_components: int = 0
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A command run inside the image whose output must contain ``expect``."""
+
+    command: tuple[str, ...]
+    expect: str
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    version: str
+    license: str
+    purl: str
+    install: Install
+    probe: Probe
+    artifacts: tuple[Artifact, ...]
+    description: str = ""
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        return tuple(a.platform for a in self.artifacts)
+
+    def artifact(self, platform: str) -> Artifact | None:
+        return next((a for a in self.artifacts if a.platform == platform), None)
+
+
+@dataclass(frozen=True)
+class Library:
+    components: tuple[Component, ...]
+    #: Names of components the file declares but that have problems (reported on their own).
+    broken: frozenset[str] = frozenset()
+
+    def get(self, name: str) -> Component | None:
+        return next((c for c in self.components if c.name == name), None)
+
+
+def load_library(settings: Settings, problems: list[Problem]) -> Library:
+    """The library with every valid component; each problem found is appended to ``problems``.
+
+    A component with a problem is left out, so that the boxes using it can still be checked.
+    """
+    shown = settings.shown(settings.components_file)
+    document = yamldoc.load(settings.components_file, shown, problems)
+    if document is None:
+        return Library(())
+    broken: set[str] = set()
+    for path, problem in yamldoc.validate(document, "components", shown):
+        problems.append(problem)
+        if len(path) >= 2 and path[0] == "components":
+            broken.add(str(path[1]))
+        else:
+            return Library(())
+    components = []
+    for name, data in document["components"].items():
+        if name in broken:
+            continue
+        component = _component(name, data)
+        found = _check_component(component, settings, document, shown)
+        problems.extend(found)
+        if found:
+            broken.add(name)
+        else:
+            components.append(component)
+    return Library(tuple(components), frozenset(broken))
+
+
+def _component(name: str, data: dict[str, object]) -> Component:
+    install = data["install"]
+    probe = data["probe"]
+    artifacts = data["artifacts"]
+    assert isinstance(install, dict)
+    assert isinstance(probe, dict)
+    assert isinstance(artifacts, dict)
+    version = str(data["version"])
+    return Component(
+        name=name,
+        version=version,
+        license=str(data["license"]),
+        purl=str(data.get("purl") or PackageURL(type="generic", name=name, version=version)),
+        description=str(data.get("description", "")),
+        install=Install(
+            kind=install["kind"],
+            dest=install["dest"],
+            strip_components=install.get("strip_components", 0),
+        ),
+        probe=Probe(command=tuple(probe["command"]), expect=probe["expect"]),
+        artifacts=tuple(
+            Artifact(platform, a["url"], a["sha256"], a["sha256_source"])
+            for platform, a in artifacts.items()
+        ),
+    )
+
+
+def _check_component(
+    component: Component, settings: Settings, document: object, shown: str
+) -> list[Problem]:
+    """What the schema cannot say: licenses, purls and download URLs that are valid here."""
+    found = []
+
+    def problem(path: yamldoc.FieldPath, message: str) -> None:
+        full = ("components", component.name, *path)
+        found.append(
+            Problem(shown, yamldoc.line_of(document, full), yamldoc.field_name(full), message)
+        )
+
+    if not (spdx.is_supported_id(component.license) or spdx.is_expression(component.license)):
+        problem(
+            ("license",),
+            f"{component.license!r} is not an SPDX license id or expression (e.g. BSD-3-Clause)",
+        )
+    try:
+        PackageURL.from_string(component.purl)
+    except ValueError as error:
+        problem(("purl",), f"not a valid package URL ({error}); e.g. pkg:generic/go@1.24.1")
+    script = settings.install_scripts_dir / f"{component.install.kind}.sh"
+    if not script.is_file():
+        problem(("install", "kind"), f"no install script {settings.shown(script)} for this kind")
+    for artifact in component.artifacts:
+        if message := url_problem(artifact.url, settings.allow_http_hosts):
+            problem(("artifacts", artifact.platform, "url"), message)
+        elif not artifact.filename:
+            problem(("artifacts", artifact.platform, "url"), "the URL must end in a file name")
+    return found
+
+
+def url_problem(url: str, allow_http_hosts: tuple[str, ...]) -> str | None:
+    """Why ``url`` may not be downloaded from, or None: https only, http for loopback or allowed."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return f"{url!r} is not a URL; expected https://host/path/file"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http" and (
+        _is_loopback(parts.hostname) or parts.hostname in allow_http_hosts
+    ):
+        return None
+    if parts.scheme == "http":
+        return (
+            f"{url!r} uses plain http; use https, or list {parts.hostname!r} in "
+            "buildbox.allow_http_hosts in invoke.yaml"
+        )
+    return f"{url!r} uses {parts.scheme!r}; expected an https URL"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
