@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from cyclonedx import spdx
@@ -93,15 +94,12 @@ def load_library(settings: Settings, problems: list[Problem]) -> Library:
             return Library(())
     components = []
     for name, data in document["components"].items():
-        if name in broken:
-            continue
-        component = _component(name, data)
-        found = _check_component(component, settings, document, shown)
+        found = _check_component(name, data, settings, document, shown)
         problems.extend(found)
-        if found:
+        if found or name in broken:
             broken.add(name)
         else:
-            components.append(component)
+            components.append(_component(name, data))
     return Library(tuple(components), frozenset(broken))
 
 
@@ -133,34 +131,45 @@ def _component(name: str, data: dict[str, object]) -> Component:
 
 
 def _check_component(
-    component: Component, settings: Settings, document: object, shown: str
+    name: str, data: Any, settings: Settings, document: object, shown: str
 ) -> list[Problem]:
-    """What the schema cannot say: licenses, purls and download URLs that are valid here."""
+    """What the schema cannot say: licenses, purls and download URLs that are valid here.
+
+    Works on the raw entry, checking each field that has the right type, so that these problems
+    are reported together with the schema's rather than after they are fixed.
+    """
     found = []
 
     def problem(path: yamldoc.FieldPath, message: str) -> None:
-        full = ("components", component.name, *path)
+        full = ("components", name, *path)
         found.append(
             Problem(shown, yamldoc.line_of(document, full), yamldoc.field_name(full), message)
         )
 
-    if not (spdx.is_supported_id(component.license) or spdx.is_expression(component.license)):
-        problem(
-            ("license",),
-            f"{component.license!r} is not an SPDX license id or expression (e.g. BSD-3-Clause)",
-        )
-    try:
-        PackageURL.from_string(component.purl)
-    except ValueError as error:
-        problem(("purl",), f"not a valid package URL ({error}); e.g. pkg:generic/go@1.24.1")
-    script = settings.install_scripts_dir / f"{component.install.kind}.sh"
-    if not script.is_file():
+    license_ = data.get("license")
+    if isinstance(license_, str) and not (
+        spdx.is_supported_id(license_) or spdx.is_expression(license_)
+    ):
+        problem(("license",), f"{license_!r} is not an SPDX license id or expression (e.g. MIT)")
+    purl = data.get("purl")
+    if isinstance(purl, str):
+        try:
+            PackageURL.from_string(purl)
+        except ValueError as error:
+            problem(("purl",), f"not a valid package URL ({error}); e.g. pkg:generic/go@1.24.1")
+    kind = (data.get("install") or {}).get("kind")
+    script = settings.install_scripts_dir / f"{kind}.sh"
+    if isinstance(kind, str) and not script.is_file():
         problem(("install", "kind"), f"no install script {settings.shown(script)} for this kind")
-    for artifact in component.artifacts:
-        if message := url_problem(artifact.url, settings.allow_http_hosts):
-            problem(("artifacts", artifact.platform, "url"), message)
-        elif not artifact.filename:
-            problem(("artifacts", artifact.platform, "url"), "the URL must end in a file name")
+    artifacts = data.get("artifacts")
+    for platform, artifact in artifacts.items() if isinstance(artifacts, dict) else ():
+        url = artifact.get("url") if isinstance(artifact, dict) else None
+        if not isinstance(url, str):
+            continue
+        if message := url_problem(url, settings.allow_http_hosts):
+            problem(("artifacts", platform, "url"), message)
+        elif not posixpath.basename(urlsplit(url).path):
+            problem(("artifacts", platform, "url"), "the URL must end in a file name")
     return found
 
 

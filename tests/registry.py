@@ -1,0 +1,111 @@
+"""A real CNCF distribution registry (Debian's docker-registry) on a free loopback port."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+REGISTRY_BINARY = "docker-registry"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Registry:
+    """One registry process with its own storage; ``start``/``stop`` may be called repeatedly."""
+
+    workdir: Path
+    username: str | None = None
+    password: str | None = None
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        """``127.0.0.1:<port>``: the registry part of an image reference."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        return (self.username, self.password) if self.username and self.password else None
+
+    def _write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        lines = [
+            "version: 0.1",
+            "log:",
+            "  level: warn",
+            "  accesslog:",
+            "    disabled: true",
+            "storage:",
+            "  filesystem:",
+            f"    rootdirectory: {self.workdir / 'data'}",
+            "  delete:",
+            "    enabled: true",
+            "http:",
+            f"  addr: {self.host}",
+        ]
+        if self.auth:
+            htpasswd = self.workdir / "htpasswd"
+            subprocess.run(
+                ["htpasswd", "-Bbc", str(htpasswd), self.username or "", self.password or ""],
+                check=True,
+                capture_output=True,
+            )
+            lines += ["auth:", "  htpasswd:", "    realm: buildbox-test", f"    path: {htpasswd}"]
+        config = self.workdir / "config.yml"
+        config.write_text("\n".join(lines) + "\n")
+        return config
+
+    def start(self) -> Registry:
+        if shutil.which(REGISTRY_BINARY) is None:
+            raise FileNotFoundError(
+                f"{REGISTRY_BINARY} is not installed (apt-get install docker-registry)"
+            )
+        config = self._write_config()
+        log = (self.workdir / "registry.log").open("ab")
+        self.process = subprocess.Popen(
+            [REGISTRY_BINARY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"docker-registry exited with {self.process.returncode}: "
+                    f"{(self.workdir / 'registry.log').read_text()[-2000:]}"
+                )
+            try:
+                answer = requests.get(f"{self.url}/v2/", timeout=1)
+                if answer.status_code in (200, 401):
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"docker-registry did not answer on {self.url} within 15 s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

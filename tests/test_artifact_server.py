@@ -1,0 +1,73 @@
+"""The loopback artifact server really misbehaves the way later fetch tests rely on."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import time
+
+import pytest
+import requests
+
+from artifact_server import ArtifactServer, tarball
+
+PAYLOAD = tarball({"tool/bin/tool": "#!/bin/sh\necho tool 1.0\n"}, executable=("tool/bin/tool",))
+
+
+@pytest.fixture
+def served(artifacts: ArtifactServer) -> str:
+    return artifacts.add("tool-1.0.tar.gz", PAYLOAD)
+
+
+def test_tarballs_are_reproducible_and_real() -> None:
+    again = tarball({"tool/bin/tool": "#!/bin/sh\necho tool 1.0\n"}, executable=("tool/bin/tool",))
+    assert hashlib.sha256(again).hexdigest() == hashlib.sha256(PAYLOAD).hexdigest()
+    with tarfile.open(fileobj=io.BytesIO(PAYLOAD)) as archive:
+        member = archive.getmember("tool/bin/tool")
+        assert member.mode == 0o755
+        extracted = archive.extractfile(member)
+        assert extracted is not None
+        assert extracted.read() == b"#!/bin/sh\necho tool 1.0\n"
+
+
+def test_serves_the_file_and_counts_requests(artifacts: ArtifactServer, served: str) -> None:
+    before = artifacts.requests["tool-1.0.tar.gz"]
+    answer = requests.get(served, timeout=5)
+    assert answer.status_code == 200
+    assert answer.content == PAYLOAD
+    assert artifacts.requests["tool-1.0.tar.gz"] == before + 1
+    assert requests.get(artifacts.url("missing.tar.gz"), timeout=5).status_code == 404
+
+
+def test_wrong_bytes(artifacts: ArtifactServer, served: str) -> None:
+    artifacts.misbehave("tool-1.0.tar.gz", "wrong-bytes")
+    body = requests.get(served, timeout=5).content
+    assert len(body) == len(PAYLOAD)
+    assert hashlib.sha256(body).hexdigest() != artifacts.sha256("tool-1.0.tar.gz")
+
+
+def test_truncated_body(artifacts: ArtifactServer, served: str) -> None:
+    artifacts.misbehave("tool-1.0.tar.gz", "truncate")
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(served, timeout=5)
+
+
+def test_errors_then_success(artifacts: ArtifactServer, served: str) -> None:
+    artifacts.requests.clear()
+    artifacts.misbehave("tool-1.0.tar.gz", "error-then-ok", errors=2)
+    statuses = [requests.get(served, timeout=5).status_code for _ in range(3)]
+    assert statuses == [503, 503, 200]
+
+
+def test_slow(artifacts: ArtifactServer, served: str) -> None:
+    artifacts.misbehave("tool-1.0.tar.gz", "slow", delay=0.3)
+    started = time.monotonic()
+    assert requests.get(served, timeout=5).content == PAYLOAD
+    assert time.monotonic() - started >= 0.3
+
+
+def test_connection_reset(artifacts: ArtifactServer, served: str) -> None:
+    artifacts.misbehave("tool-1.0.tar.gz", "reset")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(served, timeout=5)

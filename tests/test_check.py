@@ -1,0 +1,193 @@
+"""`invoke check`: every bad input is one clear line naming file, line and field; exit 1."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from projects import (
+    Mutation,
+    artifact,
+    box_field,
+    edit,
+    library,
+    make_project,
+    run_cli,
+    run_invoke,
+    write,
+)
+
+
+def dockerfile_line(line: str) -> Mutation:
+    return edit(
+        "buildboxes/demo/Dockerfile", "COPY --from=components", f"{line}\nCOPY --from=components"
+    )
+
+
+BOX = "buildboxes/demo/box.yaml"
+LIB = "shared/components.yaml"
+DF = "buildboxes/demo/Dockerfile"
+
+# (mutation, a regular expression one output line must match)
+CASES: dict[str, tuple[Mutation, str]] = {
+    "yaml syntax, library": (
+        write(LIB, "components:\n  tool: {version: 1.0\n  other: 2\n"),
+        rf"^{LIB}:3: invalid YAML: ",
+    ),
+    "yaml syntax, box": (write(BOX, "version: 1\nbase: [oops\n"), rf"^{BOX}:\d+: invalid YAML: "),
+    "missing field": (library(license="-"), rf"^{LIB}:2: components\.tool\.license: missing"),
+    "unknown field": (
+        box_field(networks=True),
+        rf"^{BOX}:\d+: networks: unknown field; expected one of: .*network",
+    ),
+    "wrong type": (
+        box_field(platforms="linux/amd64"),
+        rf"^{BOX}:\d+: platforms: expected a list, got 'linux/amd64'",
+    ),
+    "number where a string is expected": (
+        library(version=1.24),
+        (
+            rf"^{LIB}:\d+: components\.tool\.version: expected a string, got the number 1\.24 "
+            r"\(write it in quotes"
+        ),
+    ),
+    "component the library lacks": (
+        box_field(components=["tool", "rust"]),
+        rf"^{BOX}:\d+: components\[1\]: 'rust' is not in shared/components.yaml",
+    ),
+    "no artifact for a platform the box builds": (
+        box_field(platforms=["linux/amd64", "linux/arm64"]),
+        rf"^{BOX}:\d+: components\[0\]: 'tool' has no artifact for linux/arm64",
+    ),
+    "sha256 not lowercase hex": (
+        artifact(sha256="A" * 64),
+        (
+            rf"^{LIB}:\d+: components\.tool\.artifacts\.linux/amd64\.sha256: expected 64 lowercase "
+            r"hex characters"
+        ),
+    ),
+    "sha256 too short": (
+        artifact(sha256="abc123"),
+        rf"^{LIB}:\d+: components\.tool\.artifacts\.linux/amd64\.sha256: expected 64 lowercase",
+    ),
+    "plain http to a public host": (
+        artifact(url="http://example.org/tool-1.0.tar.gz"),
+        (
+            rf"^{LIB}:\d+: components\.tool\.artifacts\.linux/amd64\.url: .* uses plain http; use "
+            r"https, or list 'example.org' in buildbox.allow_http_hosts"
+        ),
+    ),
+    "not a web URL": (
+        artifact(url="ftp://example.org/tool-1.0.tar.gz"),
+        rf"^{LIB}:\d+: components\.tool\.artifacts\.linux/amd64\.url: .* uses 'ftp'; expected",
+    ),
+    "base not pinned by digest": (
+        box_field(base="centos:7"),
+        rf"^{BOX}:\d+: base: 'centos:7' is not pinned by digest",
+    ),
+    "duplicate component name in the library": (
+        write(LIB, "components:\n  tool: {}\n  tool: {}\n"),
+        rf'^{LIB}:3: invalid YAML: found duplicate key "tool"',
+    ),
+    "duplicate component in a box": (
+        box_field(components=["tool", "tool"]),
+        rf"^{BOX}:\d+: components\[1\]: 'tool' is listed twice",
+    ),
+    "box without a Dockerfile": (
+        lambda root: (root / DF).unlink(),
+        r"^buildboxes/demo: Dockerfile: missing; every box has a Dockerfile",
+    ),
+    "Dockerfile runs curl": (
+        dockerfile_line("RUN curl -fsSL https://get.example.org/tool | sh"),
+        rf"^{DF}:\d+: RUN: downloads with 'curl'",
+    ),
+    "Dockerfile runs wget": (
+        dockerfile_line("RUN cd /tmp && \\\n    wget https://example.org/x.tgz"),
+        rf"^{DF}:\d+: RUN: downloads with 'wget'",
+    ),
+    "Dockerfile ADDs a URL": (
+        dockerfile_line("ADD https://example.org/x.tgz /tmp/"),
+        rf"^{DF}:\d+: ADD: ADD fetches 'https://example.org/x.tgz'",
+    ),
+    "Dockerfile clones with git": (
+        dockerfile_line("RUN git clone https://example.org/repo.git /src"),
+        rf"^{DF}:\d+: RUN: downloads with 'git clone'",
+    ),
+    "Dockerfile FROM a floating image": (
+        edit(DF, "FROM ${BUILDBOX_BASE}\n", "FROM centos:7\n"),
+        rf"^{DF}:6: FROM: 'centos:7' is not pinned",
+    ),
+    "unknown platform": (
+        box_field(platforms=["linux/s390x"]),
+        rf"^{BOX}:\d+: platforms\[0\]: 'linux/s390x' is not a platform this project builds",
+    ),
+    "license not SPDX": (
+        library(license="BSD"),
+        rf"^{LIB}:\d+: components\.tool\.license: 'BSD' is not an SPDX license id",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_clear_line(tmp_path: Path, case: str) -> None:
+    mutate, expected = CASES[case]
+    root = make_project(tmp_path)
+    mutate(root)
+    result = run_cli(root, "check")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert any(re.search(expected, line) for line in result.stdout.splitlines()), (
+        f"no line matches {expected!r}:\n{result.stdout}"
+    )
+    assert re.search(r"buildbox check: \d+ problems? found", result.stderr)
+
+
+def test_valid_project_passes(tmp_path: Path) -> None:
+    result = run_invoke(make_project(tmp_path), "check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 box(es) and 1 component(s) are valid" in result.stdout
+
+
+def test_reports_every_problem_not_only_the_first(tmp_path: Path) -> None:
+    root = make_project(tmp_path)
+    artifact(sha256="nope", url="http://example.org/x.tgz")(root)
+    box_field(base="centos:7", components=["tool", "go"])(root)
+    dockerfile_line("RUN wget https://example.org/x")(root)
+    result = run_cli(root, "check")
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    for expected in (
+        "sha256: expected 64",
+        "uses plain http",
+        "not pinned by digest",
+        "'go' is not",
+        "downloads with 'wget'",
+    ):
+        assert any(expected in line for line in lines), (
+            f"{expected!r} missing from:\n{result.stdout}"
+        )
+    assert f"{len(lines)} problems found" in result.stderr
+
+
+def test_repository_itself_passes_check() -> None:
+    from projects import REPO
+
+    result = run_invoke(REPO, "check")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_loopback_http_is_allowed(tmp_path: Path) -> None:
+    root = make_project(tmp_path)
+    artifact(url="http://127.0.0.1:8080/tool-1.0.tar.gz")(root)
+    assert run_cli(root, "check").returncode == 0
+
+
+def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
+    root = make_project(tmp_path)
+    (root / "invoke.yaml").write_text("buildbox:\n  registry: [not, a, string]\n")
+    result = run_invoke(root, "check")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "invoke.yaml: buildbox.registry: expected a string" in result.stderr
