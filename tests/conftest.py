@@ -114,7 +114,7 @@ class BaseImage:
 @pytest.fixture(scope="session")
 def busybox_base(
     docker_client: Any, registry: Registry, tmp_path_factory: pytest.TempPathFactory
-) -> BaseImage:
+) -> Iterator[BaseImage]:
     """A tiny base image built FROM scratch with Debian's static busybox, pushed and pinned."""
     if not BUSYBOX.is_file():
         missing(f"{BUSYBOX} is missing (apt-get install busybox-static)")
@@ -127,10 +127,12 @@ def busybox_base(
         'RUN ["/bin/busybox", "--install", "-s"]\n'
     )
     repository = f"{registry.host}/busybox-base"
-    docker_client.images.build(
+    image, _ = docker_client.images.build(
         path=str(context), tag=f"{repository}:latest", network_mode="none", rm=True
     )
-    return BaseImage(repository, push(docker_client, repository, "latest"))
+    yield BaseImage(repository, push(docker_client, repository, "latest"))
+    # The registry's port differs every run: leave no image behind under a dead name.
+    docker_client.images.remove(image.id, force=True)
 
 
 HELLO_VERSION = "1.0"

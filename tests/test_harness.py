@@ -52,9 +52,12 @@ def test_build_push_and_pull_back_by_digest(
 
     pulled = docker_client.images.pull(f"{repository}@{digest}")
     assert f"{repository}@{digest}" in pulled.attrs["RepoDigests"]
-    output = docker_client.containers.run(pulled.id, network_mode="none", remove=True)
-    assert output == b"smoke\n"
-    assert skopeo_inspect(f"{repository}:test")["Digest"] == digest
+    try:
+        output = docker_client.containers.run(pulled.id, network_mode="none", remove=True)
+        assert output == b"smoke\n"
+        assert skopeo_inspect(f"{repository}:test")["Digest"] == digest
+    finally:
+        docker_client.images.remove(pulled.id, force=True)
 
 
 def test_auth_registry_needs_the_password(

@@ -22,7 +22,7 @@ _URL = re.compile(r"^([a-z][a-z0-9+.-]*://|git@)", re.IGNORECASE)
 # Commands that fetch something from the network that is not an OS package. Components come from
 # the library, fetched and verified by the toolkit, never from the Dockerfile.
 _DOWNLOADERS = re.compile(
-    r"(?<![\w./-])("
+    r"(?<![\w.-])("
     r"curl|wget|aria2c|rsync|scp|ftp|"
     r"git\s+(clone|fetch|pull|submodule)|"
     r"(go|cargo|npm|pnpm|yarn|gem)\s+(install|get|add)|"
@@ -32,7 +32,7 @@ _DOWNLOADERS = re.compile(
 )
 # OS package managers are allowed, but they need the network: box.yaml must say so.
 _PACKAGE_MANAGERS = re.compile(
-    r"(?<![\w./-])(yum|dnf|microdnf|apt-get|apt|apk|zypper)\s+(-\S+\s+)*(install|update|upgrade)\b"
+    r"(?<![\w.-])(yum|dnf|microdnf|apt-get|apt|apk|zypper)\s+(-\S+\s+)*(install|update|upgrade)\b"
 )
 
 

@@ -1,0 +1,97 @@
+"""The shared install scripts check the sha256 before installing anything (busybox and dash)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from artifact_server import tarball
+from projects import REPO
+
+SCRIPTS = REPO / "shared" / "install"
+SHELLS = [s for s in ("/bin/sh", "/bin/busybox") if Path(s).exists()]
+
+
+def run(shell: str, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [shell, "sh"] if shell.endswith("busybox") else [shell]
+    return subprocess.run(
+        [*command, str(SCRIPTS / script), *args], capture_output=True, text=True, check=False
+    )
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "tool-1.0.tar.gz"
+    path.write_bytes(
+        tarball({"tool-1.0/bin/tool": "#!/bin/sh\necho tool 1.0\n"}, ("tool-1.0/bin/tool",))
+    )
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_tarball_installs_after_checking(
+    shell: str, archive: tuple[Path, str], tmp_path: Path
+) -> None:
+    path, sha256 = archive
+    dest = tmp_path / "opt" / "tool"
+    result = run(shell, "tarball.sh", str(path), sha256, str(dest), "1")
+    assert result.returncode == 0, result.stderr
+    assert (dest / "bin" / "tool").read_text() == "#!/bin/sh\necho tool 1.0\n"
+    assert (dest / "bin" / "tool").stat().st_mode & 0o111
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_tarball_mismatch_installs_nothing(
+    shell: str, archive: tuple[Path, str], tmp_path: Path
+) -> None:
+    path, sha256 = archive
+    dest = tmp_path / "opt" / "tool"
+    wrong = "0" * 64
+    result = run(shell, "tarball.sh", str(path), wrong, str(dest), "1")
+    assert result.returncode != 0
+    assert f"sha256 mismatch for {path}: expected {wrong}, got {sha256}" in result.stderr
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_binary_installs_after_checking(shell: str, tmp_path: Path) -> None:
+    binary = tmp_path / "tool"
+    binary.write_text("#!/bin/sh\necho tool\n")
+    sha256 = hashlib.sha256(binary.read_bytes()).hexdigest()
+    dest = tmp_path / "usr" / "local" / "bin" / "tool"
+    assert run(shell, "binary.sh", str(binary), "f" * 64, str(dest)).returncode != 0
+    assert not dest.exists()
+    result = run(shell, "binary.sh", str(binary), sha256, str(dest))
+    assert result.returncode == 0, result.stderr
+    assert dest.read_text() == binary.read_text()
+    assert dest.stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_entry_point_installs_every_listed_component(
+    shell: str, archive: tuple[Path, str], tmp_path: Path
+) -> None:
+    path, sha256 = archive
+    staging = tmp_path / "context"
+    shutil.copytree(SCRIPTS, staging)
+    (staging / "artifacts").mkdir()
+    shutil.copy(path, staging / "artifacts" / path.name)
+    (staging / "components.tsv").write_text(
+        f"tool\t1.0\ttarball\t{sha256}\tartifacts/{path.name}\t/opt/tool\t1\n"
+    )
+    root = tmp_path / "root"
+    command = [shell, "sh"] if shell.endswith("busybox") else [shell]
+    result = subprocess.run(
+        [*command, str(staging / "install.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"BUILDBOX_ROOT": str(root), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "installing tool 1.0 (tarball) into /opt/tool" in result.stdout
+    assert (root / "opt" / "tool" / "bin" / "tool").is_file()

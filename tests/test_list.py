@@ -1,0 +1,80 @@
+"""`invoke list`, the tasks' help, and the fixture box (loopback artifact, busybox base)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from buildbox import project
+from buildbox.inputs import inputs_digest
+from conftest import HELLO_VERSION, BaseImage
+from projects import REPO, make_project, run_cli, run_invoke, settings_for
+
+
+def test_list_shows_each_box(tmp_path: Path) -> None:
+    result = run_cli(make_project(tmp_path), "list")
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()
+    assert header.split() == ["BOX", "VERSION", "PLATFORMS", "COMPONENTS", "BASE"]
+    assert row.split()[:5] == ["demo", "1", "linux/amd64", "tool", "1.0"]
+
+
+def test_list_json_is_plain_data_with_the_inputs_digest(tmp_path: Path) -> None:
+    root = make_project(tmp_path)
+    result = run_cli(root, "list", "--json")
+    assert result.returncode == 0, result.stderr
+    [box] = json.loads(result.stdout)
+    loaded = project.load(settings_for(root))
+    assert box["box"] == "demo"
+    assert box["version"] == "1"
+    assert box["platforms"] == ["linux/amd64"]
+    assert box["components"] == [{"name": "tool", "version": "1.0"}]
+    assert box["inputs_digest"] == inputs_digest(
+        loaded.box("demo"), loaded.library, loaded.settings
+    )
+
+
+def test_list_one_box_and_an_unknown_box(tmp_path: Path) -> None:
+    root = make_project(tmp_path)
+    assert json.loads(run_cli(root, "list", "--json", "--box=demo").stdout)[0]["box"] == "demo"
+    result = run_cli(root, "list", "--box=nope")
+    assert result.returncode == 1
+    assert "no box named 'nope' in buildboxes/ (boxes: demo)" in result.stderr
+
+
+def test_list_refuses_an_invalid_project_and_says_why(tmp_path: Path) -> None:
+    root = make_project(tmp_path)
+    (root / "buildboxes/demo/Dockerfile").unlink()
+    result = run_cli(root, "list")
+    assert result.returncode == 1
+    assert "buildboxes/demo: Dockerfile: missing" in result.stderr
+    assert "run `invoke check` again" in result.stderr
+
+
+def test_list_of_the_repository_in_a_new_process() -> None:
+    result = run_invoke(REPO, "list")
+    assert result.returncode == 0, result.stderr
+    assert "centos7" in result.stdout
+    assert "go 1.24.2" in result.stdout
+
+
+@pytest.mark.parametrize(("task", "flags"), [("list", ["--box", "--json"]), ("check", [])])
+def test_every_task_and_flag_has_help(tmp_path: Path, task: str, flags: list[str]) -> None:
+    result = run_cli(make_project(tmp_path), task, "--help")
+    assert result.returncode == 0
+    docstring = result.stdout.split("Docstring:")[1].split("Options:")[0].strip()
+    assert len(docstring) > 20
+    for flag in flags:
+        line = next(line for line in result.stdout.splitlines() if flag in line)
+        assert len(line.split(flag, 1)[1].strip()) > 10, f"{flag} has no help: {line!r}"
+
+
+@pytest.mark.integration
+def test_fixture_box_is_valid(fixture_project: Path, busybox_base: BaseImage) -> None:
+    result = run_cli(fixture_project, "check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    [box] = json.loads(run_cli(fixture_project, "list", "--json").stdout)
+    assert box["base"] == busybox_base.ref
+    assert box["components"] == [{"name": "hello", "version": HELLO_VERSION}]
