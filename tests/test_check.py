@@ -191,3 +191,30 @@ def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "invoke.yaml: buildbox.registry: expected a string" in result.stderr
+
+
+ODD_DOCUMENTS = [
+    "",
+    "null\n",
+    "- a\n- b\n",
+    "just text\n",
+    "components: 5\n",
+    "components:\n  tool: 5\n",
+    "components:\n  tool:\n    install: [tarball]\n    artifacts: [x]\n",
+    "components:\n  tool:\n    artifacts:\n      linux/amd64: 7\n",
+    "components:\n  Bad Name: {}\n",
+    "components:\n  tool:\n    version: 2024-01-01\n",
+    "components: !custom x\n",
+    "a: \x07\n",
+]
+
+
+@pytest.mark.parametrize("text", ODD_DOCUMENTS)
+@pytest.mark.parametrize("where", [LIB, BOX])
+def test_odd_documents_are_problems_not_tracebacks(tmp_path: Path, where: str, text: str) -> None:
+    root = make_project(tmp_path)
+    (root / where).write_text(text)
+    result = run_cli(root, "check")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert any(line.startswith(where) for line in result.stdout.splitlines()), result.stdout

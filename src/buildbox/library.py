@@ -138,7 +138,9 @@ def _check_component(
     Works on the raw entry, checking each field that has the right type, so that these problems
     are reported together with the schema's rather than after they are fixed.
     """
-    found = []
+    found: list[Problem] = []
+    if not isinstance(data, dict):
+        return found  # the schema has said what it should be
 
     def problem(path: yamldoc.FieldPath, message: str) -> None:
         full = ("components", name, *path)
@@ -157,7 +159,8 @@ def _check_component(
             PackageURL.from_string(purl)
         except ValueError as error:
             problem(("purl",), f"not a valid package URL ({error}); e.g. pkg:generic/go@1.24.1")
-    kind = (data.get("install") or {}).get("kind")
+    install = data.get("install")
+    kind = install.get("kind") if isinstance(install, dict) else None
     script = settings.install_scripts_dir / f"{kind}.sh"
     if isinstance(kind, str) and not script.is_file():
         problem(("install", "kind"), f"no install script {settings.shown(script)} for this kind")

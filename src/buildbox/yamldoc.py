@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedBase, CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from buildbox.errors import Problem
 
@@ -39,20 +39,25 @@ def load(path: Path, shown_as: str, problems: list[Problem]) -> Any:
         return None
     try:
         # The round-trip loader keeps line numbers and refuses duplicate keys.
-        return YAML(typ="rt").load(text)
+        document = YAML(typ="rt").load(text)
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else None
         what = error.problem or error.context or "invalid YAML"
         problems.append(Problem(shown_as, line, "", f"invalid YAML: {what}"))
         return None
+    except YAMLError as error:  # e.g. characters YAML does not allow; no position is known
+        problems.append(Problem(shown_as, None, "", f"invalid YAML: {error}"))
+        return None
+    # An empty file is an empty mapping: the schema then names each missing field.
+    return CommentedMap() if document is None else document
 
 
 def line_of(document: Any, path: FieldPath) -> int | None:
     """The 1-based line where ``path`` is written (its key), or of the nearest enclosing node."""
     line: int | None = None
     node = document
-    if isinstance(node, CommentedBase):
+    if isinstance(node, CommentedBase) and node.lc.line is not None:  # None: an empty document
         line = node.lc.line + 1
     for step in path:
         if isinstance(node, CommentedMap) and step in node:
