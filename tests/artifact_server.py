@@ -21,11 +21,15 @@ MODES = ("wrong-bytes", "truncate", "error-then-ok", "slow", "reset")
 @dataclass
 class Misbehaviour:
     mode: str
-    #: For error-then-ok: how many 503s come before the real answer.
+    #: For error-then-ok: how many errors come before the real answer.
     errors: int = 2
     #: For slow: seconds to wait before each chunk.
     delay: float = 0.1
     status: int = 503
+    #: Misbehave only for this many requests, then answer plainly (None: always).
+    times: int | None = None
+    #: Requests seen since this misbehaviour was set.
+    seen: int = 0
 
 
 def tarball(files: dict[str, str | bytes], executable: tuple[str, ...] = ()) -> bytes:
@@ -53,6 +57,10 @@ class ArtifactServer:
         self.files: dict[str, bytes] = {}
         self.misbehaviours: dict[str, Misbehaviour] = {}
         self.requests: Counter[str] = Counter()
+        #: Seconds to wait before answering any request (a far-away upstream).
+        self.latency = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -79,6 +87,11 @@ class ArtifactServer:
             raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
         self.misbehaviours[name] = Misbehaviour(mode, **options)  # type: ignore[arg-type]
 
+    def reset_counts(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.max_in_flight = self.in_flight
+
     def behave(self, name: str | None = None) -> None:
         """Stop misbehaving (for one artifact, or all)."""
         if name is None:
@@ -104,17 +117,32 @@ class ArtifactServer:
                 """Quiet: tests assert on request counts, not logs."""
 
             def do_GET(self) -> None:
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._answer()
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer(self) -> None:
                 name = self.path.lstrip("/").split("?", 1)[0]
                 with server._lock:
                     server.requests[name] += 1
-                    count = server.requests[name]
+                    trouble = server.misbehaviours.get(name)
+                    if trouble:
+                        trouble.seen += 1
+                        if trouble.times is not None and trouble.seen > trouble.times:
+                            trouble = None
+                if server.latency:
+                    time.sleep(server.latency)
                 content = server.files.get(name)
                 if content is None:
                     self._plain(404, b"not found\n")
                     return
-                trouble = server.misbehaviours.get(name)
                 mode = trouble.mode if trouble else None
-                if trouble and mode == "error-then-ok" and count <= trouble.errors:
+                if trouble and mode == "error-then-ok" and trouble.seen <= trouble.errors:
                     self._plain(trouble.status, b"upstream trouble\n")
                 elif mode == "reset":
                     # SO_LINGER with a zero timeout makes close() send RST instead of FIN.

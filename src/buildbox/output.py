@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from buildbox.fetch import Fetched, Wanted
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -13,3 +20,97 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def size(count: int | None) -> str:
+    if count is None:
+        return "? B"
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+class LogProgress:
+    """Fetch progress as plain lines, one per event: for CI logs and pipes."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def _say(self, line: str) -> None:
+        with self._lock:
+            print(line, file=self.stream, flush=True)
+
+    def started(self, wanted: Wanted, url: str, total: int | None) -> None:
+        self._say(f"downloading {wanted.label}: {url} ({size(total)})")
+
+    def advanced(self, wanted: Wanted, count: int) -> None:
+        """Plain logs do not show bytes as they arrive."""
+
+    def finished(self, fetched: Fetched) -> None:
+        where = f"from {fetched.source}" if fetched.source else "(cached)"
+        self._say(f"ok {fetched.wanted.label}: {size(fetched.size)} {where}")
+
+    def failed(self, wanted: Wanted, error: Exception) -> None:
+        self._say(f"FAILED {error}")
+
+    def close(self) -> None:
+        """Nothing to tidy: every line is already complete."""
+
+
+class TerminalProgress(LogProgress):
+    """On a terminal: the same lines, under one status line redrawn as bytes arrive."""
+
+    def __init__(self, stream: TextIO, total_files: int) -> None:
+        super().__init__(stream)
+        self.total_files = total_files
+        self.done_files = 0
+        self.received = 0
+        self.expected: dict[str, int] = {}
+        self._drawn = 0.0
+
+    def _say(self, line: str) -> None:
+        with self._lock:
+            self.stream.write("\r\033[K" + line + "\n")
+            self._draw()
+
+    def _draw(self) -> None:
+        total = sum(self.expected.values())
+        status = (
+            f"fetching: {self.done_files}/{self.total_files} artifacts, "
+            f"{size(self.received)} of {size(total)}"
+        )
+        self.stream.write("\r\033[K" + status)
+        self.stream.flush()
+        self._drawn = time.monotonic()
+
+    def started(self, wanted: Wanted, url: str, total: int | None) -> None:
+        if total:
+            with self._lock:
+                self.expected[wanted.sha256] = total
+        super().started(wanted, url, total)
+
+    def advanced(self, wanted: Wanted, count: int) -> None:
+        with self._lock:
+            self.received += count
+            if time.monotonic() - self._drawn > 0.1:  # at most ten redraws a second
+                self._draw()
+
+    def finished(self, fetched: Fetched) -> None:
+        with self._lock:
+            self.done_files += 1
+        super().finished(fetched)
+
+    def close(self) -> None:
+        with self._lock:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def fetch_progress(stream: TextIO, total_files: int) -> LogProgress:
+    """A redrawn status line on an interactive terminal, plain lines anywhere else (CI, pipes)."""
+    interactive = stream.isatty() and os.environ.get("TERM") != "dumb" and not os.environ.get("CI")
+    return TerminalProgress(stream, total_files) if interactive else LogProgress(stream)

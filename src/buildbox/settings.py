@@ -18,6 +18,11 @@ DEFAULTS: dict[str, Any] = {
     "cache_dir": "",
     "platforms": ["linux/amd64", "linux/arm64"],
     "allow_http_hosts": [],
+    "mirrors": {},
+    "fetch_workers": 4,
+    "fetch_retries": 4,
+    "fetch_backoff": 0.5,
+    "fetch_timeout": 30.0,
 }
 
 COMPONENTS_FILE = Path("shared/components.yaml")
@@ -34,6 +39,12 @@ class Settings:
     cache_dir: Path
     platforms: tuple[str, ...]
     allow_http_hosts: tuple[str, ...] = ()
+    #: URL prefix -> replacement prefixes, tried in order before the upstream URL.
+    mirrors: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    fetch_workers: int = 4
+    fetch_retries: int = 4
+    fetch_backoff: float = 0.5
+    fetch_timeout: float = 30.0
 
     @property
     def components_file(self) -> Path:
@@ -76,6 +87,34 @@ def from_config(config: Mapping[str, Any]) -> Settings:
             )
         return tuple(value)
 
+    def number(key: str, kind: type[int | float], minimum: float) -> Any:
+        value = section[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+            raise BuildboxError(
+                f"invoke.yaml: buildbox.{key}: expected a number of at least {minimum}, "
+                f"got {value!r}."
+            )
+        return kind(value)
+
+    def mirrors() -> tuple[tuple[str, tuple[str, ...]], ...]:
+        value = section["mirrors"]
+        if not isinstance(value, Mapping):
+            raise BuildboxError(
+                "invoke.yaml: buildbox.mirrors: expected a mapping of URL prefix to mirror "
+                f"prefix (or a list of them), got {value!r}."
+            )
+        rules = []
+        for prefix, targets in value.items():
+            listed = [targets] if isinstance(targets, str) else targets
+            if not isinstance(listed, list | tuple) or not all(isinstance(t, str) for t in listed):
+                raise BuildboxError(
+                    f"invoke.yaml: buildbox.mirrors.{prefix}: expected a URL prefix or a list "
+                    f"of them, got {targets!r}."
+                )
+            rules.append((str(prefix), tuple(listed)))
+        # The longest matching prefix is the most specific rule: try it first.
+        return tuple(sorted(rules, key=lambda rule: -len(rule[0])))
+
     cache_dir = text("cache_dir")
     return Settings(
         root=Path(text("root")).resolve(),
@@ -85,4 +124,9 @@ def from_config(config: Mapping[str, Any]) -> Settings:
         else Path(platformdirs.user_cache_dir("buildbox")),
         platforms=words("platforms"),
         allow_http_hosts=words("allow_http_hosts"),
+        mirrors=mirrors(),
+        fetch_workers=number("fetch_workers", int, 1),
+        fetch_retries=number("fetch_retries", int, 0),
+        fetch_backoff=number("fetch_backoff", float, 0),
+        fetch_timeout=number("fetch_timeout", float, 0.1),
     )

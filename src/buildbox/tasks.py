@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from invoke.collection import Collection
+from invoke.config import DataProxy
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from buildbox import fetch as fetch_stage
+from buildbox import output
 from buildbox import project as project_stage
 from buildbox import settings as settings_stage
 from buildbox.errors import BuildboxError
-from buildbox.output import table
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -36,8 +39,15 @@ def _fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def _settings(ctx: Context) -> settings_stage.Settings:
-    section = ctx.config.buildbox
-    return settings_stage.from_config({key: section[key] for key in section})
+    return settings_stage.from_config(_plain(ctx.config.buildbox))
+
+
+def _plain(value: Any) -> Any:
+    """invoke's configuration proxies as plain dicts, all the way down."""
+    if isinstance(value, DataProxy):
+        keys = cast("list[str]", list(value))  # DataProxy's own annotation of __iter__ is off
+        return {key: _plain(value[key]) for key in keys}
+    return value
 
 
 @task(
@@ -56,7 +66,7 @@ def list_boxes(ctx: Context, box: str | None = None, json_: bool = False) -> Non
         print(json.dumps(rows, indent=2))
         return
     print(
-        table(
+        output.table(
             ["BOX", "VERSION", "PLATFORMS", "COMPONENTS", "BASE"],
             [
                 [
@@ -89,9 +99,36 @@ def check(ctx: Context) -> None:
     )
 
 
+@task(
+    help={
+        "box": "Fetch only what this box needs (default: every box).",
+        "platform": "Fetch only this platform's artifacts, e.g. linux/arm64 (default: all).",
+        "offline": "Touch no network: check that everything is in the cache, list what is not.",
+    }
+)
+@_fails_cleanly
+def fetch(
+    ctx: Context, box: str | None = None, platform: str | None = None, offline: bool = False
+) -> None:
+    """Download every pinned artifact, verify its sha256, and keep it in the cache."""
+    settings = _settings(ctx)
+    project = project_stage.load(settings)
+    wanted = fetch_stage.wanted_for(project.select(box), project.library, platform)
+    progress = output.fetch_progress(sys.stderr, len(wanted))
+    try:
+        results = fetch_stage.Fetcher(settings, progress).fetch_all(wanted, offline=offline)
+    finally:
+        progress.close()
+    downloaded = sum(1 for result in results if result.source)
+    print(
+        f"fetch: {len(results)} artifact(s) verified: {downloaded} downloaded, "
+        f"{len(results) - downloaded} already in the cache ({settings.cache_dir})"
+    )
+
+
 def namespace(root: Path) -> Collection:
     """The task collection for a project whose files (buildboxes/, shared/) are under ``root``."""
-    ns = Collection(list_boxes, check)
+    ns = Collection(list_boxes, check, fetch)
     defaults: dict[str, Any] = {**settings_stage.DEFAULTS, "root": str(root)}
     ns.configure({"buildbox": defaults})
     return ns
