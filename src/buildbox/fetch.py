@@ -286,7 +286,7 @@ class Fetcher:
         except requests.RequestException as error:
             # urllib3 has already retried connection errors, resets and timeouts.
             raise DownloadError(
-                f"{want.label}: {url}: {_reason(error)} "
+                f"{want.label}: {url}: {reason(error)} "
                 f"(after {self.settings.fetch_retries} retries)"
             ) from None
         with response:
@@ -313,7 +313,7 @@ class Fetcher:
                             size += len(block)
                             self.progress.advanced(want, len(block))
                     except requests.RequestException as error:
-                        raise _BrokenBodyError(_reason(error)) from None
+                        raise _BrokenBodyError(reason(error)) from None
                     temporary.flush()
                     os.fsync(temporary.fileno())
                 if expected_size is not None and size != int(expected_size):
@@ -335,10 +335,10 @@ class _BrokenBodyError(Exception):
     """The body broke off (reset, timeout, fewer bytes than Content-Length): worth a retry."""
 
 
-def _reason(error: Exception) -> str:
+def reason(error: Exception) -> str:
     """A short human reason for a requests/urllib3 failure, without the nested reprs."""
     text = str(error)
-    for marker, reason in (
+    for marker, short in (
         ("IncompleteRead", "truncated body"),
         ("Connection reset", "connection reset"),
         ("ConnectionResetError", "connection reset"),
@@ -349,5 +349,5 @@ def _reason(error: Exception) -> str:
         ("timed out", "timed out"),
     ):
         if marker in text:
-            return reason
+            return short
     return text

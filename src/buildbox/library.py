@@ -48,6 +48,28 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class Upstream:
+    """Where new releases are published: what `invoke bump` needs to compute and verify pins."""
+
+    url: str
+    checksums: str
+    arch: tuple[tuple[str, str], ...] = ()
+
+    def names(self, platform: str, version: str) -> dict[str, str]:
+        """The template placeholders for one platform and version."""
+        os_name, _, arch = platform.partition("/")
+        return {"version": version, "os": os_name, "arch": dict(self.arch).get(platform, arch)}
+
+    def artifact_url(self, platform: str, version: str) -> str:
+        return self.url.format(**self.names(platform, version))
+
+    def checksums_url(self, platform: str, version: str) -> str:
+        url = self.artifact_url(platform, version)
+        filename = posixpath.basename(urlsplit(url).path)
+        return self.checksums.format(url=url, filename=filename, **self.names(platform, version))
+
+
+@dataclass(frozen=True)
 class Component:
     name: str
     version: str
@@ -57,6 +79,7 @@ class Component:
     probe: Probe
     artifacts: tuple[Artifact, ...]
     description: str = ""
+    upstream: Upstream | None = None
 
     @property
     def platforms(self) -> tuple[str, ...]:
@@ -127,7 +150,14 @@ def _component(name: str, data: dict[str, object]) -> Component:
             Artifact(platform, a["url"], a["sha256"], a["sha256_source"])
             for platform, a in artifacts.items()
         ),
+        upstream=_upstream(data.get("upstream")),
     )
+
+
+def _upstream(data: object) -> Upstream | None:
+    if not isinstance(data, dict):
+        return None
+    return Upstream(data["url"], data["checksums"], tuple(dict(data.get("arch", {})).items()))
 
 
 def _check_component(
@@ -165,6 +195,10 @@ def _check_component(
     if isinstance(kind, str) and not script.is_file():
         problem(("install", "kind"), f"no install script {settings.shown(script)} for this kind")
     artifacts = data.get("artifacts")
+    upstream = data.get("upstream")
+    if isinstance(upstream, dict) and isinstance(artifacts, dict):
+        for path, text in _upstream_problems(upstream, artifacts, data.get("version")):
+            problem(path, text)
     for platform, artifact in artifacts.items() if isinstance(artifacts, dict) else ():
         url = artifact.get("url") if isinstance(artifact, dict) else None
         if not isinstance(url, str):
@@ -173,6 +207,36 @@ def _check_component(
             problem(("artifacts", platform, "url"), message)
         elif not posixpath.basename(urlsplit(url).path):
             problem(("artifacts", platform, "url"), "the URL must end in a file name")
+    return found
+
+
+def _upstream_problems(
+    upstream: dict[str, Any], artifacts: dict[str, Any], version: object
+) -> list[tuple[yamldoc.FieldPath, str]]:
+    """The templates must use known placeholders and give back today's pinned URLs."""
+    if not all(isinstance(upstream.get(k), str) for k in ("url", "checksums")):
+        return []  # the schema reports these
+    arch = upstream.get("arch", {})
+    pairs = tuple(arch.items()) if isinstance(arch, dict) else ()
+    model = Upstream(upstream["url"], upstream["checksums"], pairs)
+    found: list[tuple[yamldoc.FieldPath, str]] = []
+    for platform, artifact in artifacts.items():
+        try:
+            computed = model.artifact_url(platform, str(version))
+            model.checksums_url(platform, str(version))
+        except (KeyError, IndexError, ValueError) as error:
+            message = (
+                f"a template uses an unknown placeholder ({error}); use {{version}}, {{os}}, "
+                "{arch} (and in checksums also {url} and {filename})"
+            )
+            return [(("upstream",), message)]
+        pinned = artifact.get("url") if isinstance(artifact, dict) else None
+        if isinstance(pinned, str) and computed != pinned:
+            message = (
+                f"gives {computed} for {platform} at version {version}, but the pinned URL is "
+                f"{pinned}; fix the template (or upstream.arch) so that bump computes the URLs"
+            )
+            found.append((("upstream", "url"), message))
     return found
 
 

@@ -15,6 +15,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from buildbox import bump as bump_stage
 from buildbox import fetch as fetch_stage
 from buildbox import output
 from buildbox import project as project_stage
@@ -126,9 +127,51 @@ def fetch(
     )
 
 
+@task(
+    help={
+        "component": "The component in shared/components.yaml to move, e.g. go.",
+        "version": "The new version, as the component writes it (e.g. 1.24.3).",
+        "dry_run": "Show the new pins without writing shared/components.yaml.",
+    }
+)
+@_fails_cleanly
+def bump(
+    ctx: Context, component: str | None = None, version: str | None = None, dry_run: bool = False
+) -> None:
+    """Move a component to a new version, with sha256s from the publisher's checksum files."""
+    if not component or not version:
+        raise BuildboxError("bump needs --component=NAME and --version=VERSION")
+    settings = _settings(ctx)
+    project = project_stage.load(settings)
+    progress = output.fetch_progress(sys.stderr, len(project.library.components))
+    try:
+        fetcher = fetch_stage.Fetcher(settings, progress)
+        planned = bump_stage.plan(project, component, version, fetcher)
+    finally:
+        progress.close()
+    print(f"{planned.component}: {planned.old_version} -> {planned.new_version}")
+    print(
+        output.table(
+            ["PLATFORM", "URL", "SHA256 (published at)"],
+            [[p.platform, p.url, f"{p.sha256} ({p.checksums_url})"] for p in planned.pins],
+        )
+    )
+    if dry_run:
+        print("dry run: shared/components.yaml is unchanged")
+    else:
+        bump_stage.apply(planned, settings.components_file)
+        print(f"wrote {settings.shown(settings.components_file)}")
+    for name in planned.boxes:
+        box = project.box(name)
+        print(
+            f"box {name} takes {component}: bump `version` in buildboxes/{name}/box.yaml "
+            f"(now {box.version}) before releasing it"
+        )
+
+
 def namespace(root: Path) -> Collection:
     """The task collection for a project whose files (buildboxes/, shared/) are under ``root``."""
-    ns = Collection(list_boxes, check, fetch)
+    ns = Collection(list_boxes, check, fetch, bump)
     defaults: dict[str, Any] = {**settings_stage.DEFAULTS, "root": str(root)}
     ns.configure({"buildbox": defaults})
     return ns
