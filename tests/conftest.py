@@ -7,8 +7,10 @@ run the unit tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,13 @@ def docker_client() -> Iterator[Any]:
         client.ping()
     except docker.errors.DockerException as error:
         missing(f"no Docker engine: {error}")
+    before = {image.id for image in client.images.list(all=True)}
     yield client
+    # Builds leave untagged intermediate images; remove the ones this session made, and only those.
+    for image in client.images.list(filters={"dangling": True}):
+        if image.id not in before:
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.remove(image.id)
     client.close()
 
 
@@ -127,28 +135,58 @@ def busybox_base(
         'RUN ["/bin/busybox", "--install", "-s"]\n'
     )
     repository = f"{registry.host}/busybox-base"
-    image, _ = docker_client.images.build(
+    docker_client.images.build(
         path=str(context), tag=f"{repository}:latest", network_mode="none", rm=True
     )
-    yield BaseImage(repository, push(docker_client, repository, "latest"))
-    # The registry's port differs every run: leave no image behind under a dead name.
-    docker_client.images.remove(image.id, force=True)
+    base = BaseImage(repository, push(docker_client, repository, "latest"))
+    yield base
+    # The registry's port differs every run: leave no name behind that points at a dead registry.
+    for name in (f"{repository}:latest", base.ref):
+        with contextlib.suppress(docker.errors.APIError):
+            docker_client.images.remove(name)
 
 
 HELLO_VERSION = "1.0"
 
 
-@pytest.fixture
-def fixture_project(tmp_path: Path, artifacts: ArtifactServer, busybox_base: BaseImage) -> Path:
-    """A project holding the fixture box: busybox base, one tool from the artifact server."""
-    name = f"hello-{HELLO_VERSION}.tar.gz"
-    script = f'#!/bin/sh\necho "hello {HELLO_VERSION}"\n'
+@dataclass(frozen=True)
+class FixtureProject:
+    """The fixture box in a project of its own, with a registry prefix no other test uses."""
+
+    root: Path
+    registry: str
+    cache: Path
+    base: str
+
+    @property
+    def box_dir(self) -> Path:
+        return self.root / "buildboxes" / "fixture"
+
+    def release_tag(self, version: int = 1) -> str:
+        return f"{self.registry}/fixture:v{version}"
+
+    def set_box(self, **changes: Any) -> None:
+        box = {
+            "description": "test fixture",
+            "version": 1,
+            "base": self.base,
+            "platforms": ["linux/amd64"],
+            "components": ["hello"],
+        }
+        box.update(changes)
+        write_yaml(self.box_dir / "box.yaml", box)
+
+
+def hello_component(artifacts: ArtifactServer, version: str = HELLO_VERSION) -> dict[str, Any]:
+    """A component whose tarball, served by the artifact server, prints `hello <version>`."""
+    name = f"hello-{version}.tar.gz"
+    script = f'#!/bin/sh\necho "hello {version}"\n'
     url = artifacts.add(name, tarball({"hello/bin/hello": script}, executable=("hello/bin/hello",)))
-    hello = {
-        "version": HELLO_VERSION,
+    return {
+        "version": version,
         "license": "MIT",
         "install": {"kind": "tarball", "dest": "/opt/hello", "strip_components": 1},
-        "probe": {"command": ["/opt/hello/bin/hello"], "expect": f"hello {HELLO_VERSION}"},
+        "probe": {"command": ["/opt/hello/bin/hello"], "expect": f"hello {version}"},
         "artifacts": {
             "linux/amd64": {
                 "url": url,
@@ -157,17 +195,33 @@ def fixture_project(tmp_path: Path, artifacts: ArtifactServer, busybox_base: Bas
             }
         },
     }
-    root = make_project(tmp_path / "project", components={"hello": hello}, boxes={})
-    box_dir = root / "buildboxes" / "fixture"
-    shutil.copytree(FIXTURES / "box", box_dir)
-    write_yaml(
-        box_dir / "box.yaml",
-        {
-            "description": "test fixture",
-            "version": 1,
-            "base": busybox_base.ref,
-            "platforms": ["linux/amd64"],
-            "components": ["hello"],
-        },
+
+
+@pytest.fixture
+def fixture_project(
+    tmp_path: Path, artifacts: ArtifactServer, busybox_base: BaseImage, docker_client: Any
+) -> Iterator[FixtureProject]:
+    """A project holding the fixture box: busybox base, one tool from the artifact server.
+
+    Its motd is unique, so its inputs digest is too: no test reuses another test's image.
+    Every image tagged under its registry prefix is removed afterwards.
+    """
+    run = uuid.uuid4().hex[:10]
+    root = make_project(
+        tmp_path / "project", components={"hello": hello_component(artifacts)}, boxes={}
     )
-    return root
+    project = FixtureProject(
+        root, f"localhost/test-{run}/buildbox", tmp_path / "cache", busybox_base.ref
+    )
+    shutil.copytree(FIXTURES / "box", project.box_dir)
+    (project.box_dir / "motd").write_text(f"fixture buildbox {run}\n")
+    project.set_box()
+    (root / "invoke.yaml").write_text(
+        f"buildbox:\n  registry: {project.registry}\n  cache_dir: {project.cache}\n"
+        "  fetch_backoff: 0.01\n"
+    )
+    yield project
+    for image in docker_client.images.list():
+        if any(tag.startswith(project.registry) for tag in image.tags):
+            with contextlib.suppress(docker.errors.APIError):
+                docker_client.images.remove(image.id, force=True)

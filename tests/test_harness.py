@@ -61,7 +61,10 @@ def test_build_push_and_pull_back_by_digest(
 
 
 def test_auth_registry_needs_the_password(
-    docker_client: Any, auth_registry: Registry, busybox_base: BaseImage
+    docker_client: Any,
+    auth_registry: Registry,
+    busybox_base: BaseImage,
+    request: pytest.FixtureRequest,
 ) -> None:
     assert requests.get(f"{auth_registry.url}/v2/", timeout=5).status_code == 401
     wrong = requests.get(f"{auth_registry.url}/v2/", auth=("ci", "not-it"), timeout=5)
@@ -70,6 +73,7 @@ def test_auth_registry_needs_the_password(
 
     repository = f"{auth_registry.host}/busybox-base"
     docker_client.images.get(busybox_base.ref).tag(repository, "latest")
+    request.addfinalizer(lambda: docker_client.images.remove(f"{repository}:latest"))
     with pytest.raises(RuntimeError, match=r"no basic auth credentials|unauthorized"):
         push(docker_client, repository, "latest")
     username, password = auth_registry.auth or ("", "")

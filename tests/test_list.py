@@ -9,7 +9,7 @@ import pytest
 
 from buildbox import project
 from buildbox.inputs import inputs_digest
-from conftest import HELLO_VERSION, BaseImage
+from conftest import HELLO_VERSION, BaseImage, FixtureProject
 from projects import REPO, make_project, run_cli, run_invoke, settings_for
 
 
@@ -72,9 +72,9 @@ def test_every_task_and_flag_has_help(tmp_path: Path, task: str, flags: list[str
 
 
 @pytest.mark.integration
-def test_fixture_box_is_valid(fixture_project: Path, busybox_base: BaseImage) -> None:
-    result = run_cli(fixture_project, "check")
+def test_fixture_box_is_valid(fixture_project: FixtureProject, busybox_base: BaseImage) -> None:
+    result = run_cli(fixture_project.root, "check")
     assert result.returncode == 0, result.stdout + result.stderr
-    [box] = json.loads(run_cli(fixture_project, "list", "--json").stdout)
+    [box] = json.loads(run_cli(fixture_project.root, "list", "--json").stdout)
     assert box["base"] == busybox_base.ref
     assert box["components"] == [{"name": "hello", "version": HELLO_VERSION}]

@@ -56,9 +56,16 @@ def box_directories(settings: Settings) -> list[Path]:
 
 
 def load_box(
-    directory: Path, settings: Settings, library: Library, problems: list[Problem]
+    directory: Path,
+    settings: Settings,
+    library: Library,
+    problems: list[Problem],
+    allow_floating_base: bool = False,
 ) -> Box | None:
-    """The box in ``directory`` if it is valid; otherwise None, with every problem appended."""
+    """The box in ``directory`` if it is valid; otherwise None, with every problem appended.
+
+    ``allow_floating_base`` accepts a base not pinned by digest (local experiments only).
+    """
     box_file = directory / BOX_FILE
     shown = settings.shown(box_file)
     found: list[Problem] = []
@@ -84,7 +91,7 @@ def load_box(
                 network=document.get("network", False),
                 description=document.get("description", ""),
             )
-            found.extend(_check_box(box, document, shown, settings, library))
+            found.extend(_check_box(box, document, shown, settings, library, allow_floating_base))
     if (directory / DOCKERFILE).is_file():
         network = box.network if box else True  # unknown: do not guess about package managers
         found.extend(
@@ -97,7 +104,12 @@ def load_box(
 
 
 def _check_box(
-    box: Box, document: object, shown: str, settings: Settings, library: Library
+    box: Box,
+    document: object,
+    shown: str,
+    settings: Settings,
+    library: Library,
+    allow_floating_base: bool,
 ) -> list[Problem]:
     found: list[Problem] = []
 
@@ -106,7 +118,7 @@ def _check_box(
             Problem(shown, yamldoc.line_of(document, path), yamldoc.field_name(path), message)
         )
 
-    if not is_pinned(box.base):
+    if not is_pinned(box.base) and not allow_floating_base:
         problem(
             ("base",),
             f"{box.base!r} is not pinned by digest; write it as name:tag@sha256:<64 hex> "

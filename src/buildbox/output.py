@@ -6,7 +6,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Self, TextIO
 
 if TYPE_CHECKING:
     from buildbox.fetch import Fetched, Wanted
@@ -59,6 +59,12 @@ class LogProgress:
 
     def close(self) -> None:
         """Nothing to tidy: every line is already complete."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class TerminalProgress(LogProgress):

@@ -33,7 +33,7 @@ class Project:
         return (self.box(name),) if name else self.boxes
 
 
-def check(settings: Settings) -> tuple[Project, list[Problem]]:
+def check(settings: Settings, allow_floating_base: bool = False) -> tuple[Project, list[Problem]]:
     """Load everything, collecting every problem rather than stopping at the first."""
     problems: list[Problem] = []
     library = load_library(settings, problems)
@@ -47,14 +47,17 @@ def check(settings: Settings) -> tuple[Project, list[Problem]]:
                 "no boxes; each box is a directory with box.yaml and a Dockerfile",
             )
         )
-    boxes = [load_box(directory, settings, library, problems) for directory in directories]
+    boxes = [
+        load_box(directory, settings, library, problems, allow_floating_base)
+        for directory in directories
+    ]
     project = Project(settings, library, tuple(b for b in boxes if b is not None))
     return project, sorted(set(problems), key=_reading_order)
 
 
-def load(settings: Settings) -> Project:
+def load(settings: Settings, allow_floating_base: bool = False) -> Project:
     """The project, or :class:`InvalidInputsError` listing every problem."""
-    project, problems = check(settings)
+    project, problems = check(settings, allow_floating_base)
     if problems:
         raise InvalidInputsError(problems)
     return project

@@ -15,11 +15,14 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from buildbox import build as build_stage
 from buildbox import bump as bump_stage
+from buildbox import engine, output, source
 from buildbox import fetch as fetch_stage
-from buildbox import output
 from buildbox import project as project_stage
 from buildbox import settings as settings_stage
+from buildbox import verify as verify_stage
+from buildbox.boxes import Box
 from buildbox.errors import BuildboxError
 
 P = ParamSpec("P")
@@ -115,11 +118,8 @@ def fetch(
     settings = _settings(ctx)
     project = project_stage.load(settings)
     wanted = fetch_stage.wanted_for(project.select(box), project.library, platform)
-    progress = output.fetch_progress(sys.stderr, len(wanted))
-    try:
+    with output.fetch_progress(sys.stderr, len(wanted)) as progress:
         results = fetch_stage.Fetcher(settings, progress).fetch_all(wanted, offline=offline)
-    finally:
-        progress.close()
     downloaded = sum(1 for result in results if result.source)
     print(
         f"fetch: {len(results)} artifact(s) verified: {downloaded} downloaded, "
@@ -143,12 +143,9 @@ def bump(
         raise BuildboxError("bump needs --component=NAME and --version=VERSION")
     settings = _settings(ctx)
     project = project_stage.load(settings)
-    progress = output.fetch_progress(sys.stderr, len(project.library.components))
-    try:
+    with output.fetch_progress(sys.stderr, len(project.library.components)) as progress:
         fetcher = fetch_stage.Fetcher(settings, progress)
         planned = bump_stage.plan(project, component, version, fetcher)
-    finally:
-        progress.close()
     print(f"{planned.component}: {planned.old_version} -> {planned.new_version}")
     print(
         output.table(
@@ -169,9 +166,102 @@ def bump(
         )
 
 
+def _one_platform(box: Box, platform: str | None) -> str:
+    """The platform asked for, else this machine's when the box builds for it."""
+    if platform:
+        return platform
+    native = build_stage.host_platform()
+    if native not in box.platforms:
+        raise BuildboxError(
+            f"box {box.name} does not build for this machine's platform ({native}); "
+            f"pass --platform (one of {', '.join(box.platforms)})"
+        )
+    return native
+
+
+@task(
+    help={
+        "box": "The box to build (a directory name under buildboxes/).",
+        "platform": "The platform to build, e.g. linux/amd64 (default: this machine's).",
+        "no_cache": "Build every step again, ignoring the engine's layer cache.",
+        "force": "Build even when a local image already has the same inputs digest.",
+        "allow_floating_base": "Accept a base image not pinned by digest (never releasable).",
+    }
+)
+@_fails_cleanly
+def build(
+    ctx: Context,
+    box: str | None = None,
+    platform: str | None = None,
+    no_cache: bool = False,
+    force: bool = False,
+    allow_floating_base: bool = False,
+) -> None:
+    """Fetch (verified) and build a box with the Docker engine; tag it when it succeeded."""
+    if not box:
+        raise BuildboxError("build needs --box=NAME (see `invoke list`)")
+    settings = _settings(ctx)
+    project = project_stage.load(settings, allow_floating_base=allow_floating_base)
+    chosen = project.box(box)
+    target = _one_platform(chosen, platform)
+    progress = output.fetch_progress(sys.stderr, len(chosen.components))
+    with progress, engine.connected() as client:
+        result = build_stage.build_box(
+            project,
+            chosen,
+            target,
+            client=client,
+            fetcher=fetch_stage.Fetcher(settings, progress),
+            revision=source.revision(settings.root),
+            no_cache=no_cache,
+            force=force,
+            allow_floating_base=allow_floating_base,
+        )
+    what = f"{chosen.name} {chosen.release_tag} ({target})"
+    if result.skipped:
+        print(
+            f"{what} is up to date: image {result.image_id} has inputs digest "
+            f"{result.inputs_digest}; nothing was sent to the engine (--force rebuilds)"
+        )
+    else:
+        print(f"built {what}: {result.image_id}")
+    print(f"tagged {', '.join(result.tags)}")
+
+
+@task(
+    help={
+        "box": "The box whose image to verify.",
+        "image": "The image to verify (default: the box's local release tag).",
+        "platform": "Which platform's local image (default: this machine's).",
+    }
+)
+@_fails_cleanly
+def verify(
+    ctx: Context, box: str | None = None, image: str | None = None, platform: str | None = None
+) -> None:
+    """Run the image once and check its labels and that every tool reports its pinned version."""
+    if not box:
+        raise BuildboxError("verify needs --box=NAME (see `invoke list`)")
+    settings = _settings(ctx)
+    project = project_stage.load(settings)
+    chosen = project.box(box)
+    if image is None:
+        revision = source.revision(settings.root)
+        target = _one_platform(chosen, platform)
+        image = build_stage.local_tags(settings.registry, chosen, target, revision)[0]
+    with engine.connected() as client:
+        report = verify_stage.verify_image(client, project, chosen, image)
+    for check in report.checks:
+        print(f"{'PASS' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
+    failed = [check for check in report.checks if not check.ok]
+    if failed:
+        raise Exit(f"verify: {len(failed)} of {len(report.checks)} checks failed for {image}", 1)
+    print(f"verify: all {len(report.checks)} checks passed for {image} ({report.platform})")
+
+
 def namespace(root: Path) -> Collection:
     """The task collection for a project whose files (buildboxes/, shared/) are under ``root``."""
-    ns = Collection(list_boxes, check, fetch, bump)
+    ns = Collection(list_boxes, check, fetch, bump, build, verify)
     defaults: dict[str, Any] = {**settings_stage.DEFAULTS, "root": str(root)}
     ns.configure({"buildbox": defaults})
     return ns

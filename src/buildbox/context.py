@@ -1,0 +1,116 @@
+"""The build context of one box for one platform: only what the build may use.
+
+Layout of the context (a tar stream sent to the engine):
+
+    Dockerfile, <the box's other files>
+    .buildbox/install.sh, .buildbox/<kind>.sh        shared install scripts the box uses
+    .buildbox/components.tsv                        one line per component (see install.sh)
+    .buildbox/artifacts/<component>/<file>          the verified artifacts
+
+Entries are written in sorted order with fixed owners and times, so the same inputs give the same
+tar bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from buildbox.boxes import Box
+from buildbox.errors import BuildboxError
+from buildbox.inputs import box_components, install_scripts
+from buildbox.library import Library
+from buildbox.settings import Settings
+
+CONTEXT_DIR = ".buildbox"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file of the context: its name there, and either a file on disk or literal bytes."""
+
+    name: str
+    source: Path | None = None
+    data: bytes | None = None
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    box: Box
+    platform: str
+    entries: tuple[Entry, ...]
+
+    def names(self) -> list[str]:
+        return [entry.name for entry in self.entries]
+
+
+def assemble(
+    box: Box,
+    library: Library,
+    settings: Settings,
+    platform: str,
+    artifacts: dict[str, Path],
+) -> BuildContext:
+    """The context for ``platform``; ``artifacts`` maps each pinned sha256 to its cached file."""
+    entries = [
+        Entry(path.relative_to(box.directory).as_posix(), source=path, executable=_is_exec(path))
+        for path in box.files()
+    ]
+    entries += [
+        Entry(f"{CONTEXT_DIR}/{script.name}", source=script, executable=True)
+        for script in install_scripts(box, library, settings)
+    ]
+    rows = []
+    for component in box_components(box, library):
+        artifact = component.artifact(platform)
+        if artifact is None:
+            raise BuildboxError(f"{component.name} has no artifact for {platform}")
+        cached = artifacts.get(artifact.sha256)
+        if cached is None:
+            raise BuildboxError(f"{component.name} ({platform}) has not been fetched")
+        name = f"artifacts/{component.name}/{artifact.filename}"
+        entries.append(Entry(f"{CONTEXT_DIR}/{name}", source=cached))
+        install = component.install
+        rows.append(
+            "\t".join(
+                [
+                    component.name,
+                    component.version,
+                    install.kind,
+                    artifact.sha256,
+                    name,
+                    install.dest,
+                    str(install.strip_components),
+                ]
+            )
+        )
+    manifest = "".join(f"{row}\n" for row in rows).encode()
+    entries.append(Entry(f"{CONTEXT_DIR}/components.tsv", data=manifest))
+    return BuildContext(box, platform, tuple(sorted(entries, key=lambda e: e.name)))
+
+
+def write_tar(context: BuildContext, stream: IO[bytes]) -> None:
+    """The context as an uncompressed tar: sorted names, owner root, time 0."""
+    with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for entry in context.entries:
+            info = tarfile.TarInfo(entry.name)
+            info.mode = 0o755 if entry.executable else 0o644
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            if entry.data is not None:
+                info.size = len(entry.data)
+                archive.addfile(info, io.BytesIO(entry.data))
+            else:
+                assert entry.source is not None
+                info.size = entry.source.stat().st_size
+                with entry.source.open("rb") as content:
+                    archive.addfile(info, content)
+
+
+def _is_exec(path: Path) -> bool:
+    return bool(path.stat().st_mode & 0o111)
