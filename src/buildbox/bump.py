@@ -9,9 +9,7 @@ with its comments and order kept, atomically.
 from __future__ import annotations
 
 import io
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from ruamel.yaml import YAML
 
 from buildbox.errors import BuildboxError
 from buildbox.fetch import Fetcher, Wanted, reason
+from buildbox.files import write_atomically
 from buildbox.project import Project
 
 _HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
@@ -132,19 +131,3 @@ def _round_trip() -> YAML:
 def _like(old: Any, new: str) -> Any:
     """``new`` in the same scalar style (quoted stays quoted) as ``old``."""
     return type(old)(new) if isinstance(old, str) else new
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: readers see the old file or the new one, never half."""
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8"
-    ) as temporary:
-        temporary.write(text)
-        temporary.flush()
-        os.fsync(temporary.fileno())
-    try:
-        os.chmod(temporary.name, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(temporary.name, path)
-    except BaseException:
-        Path(temporary.name).unlink(missing_ok=True)
-        raise

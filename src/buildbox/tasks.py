@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -20,6 +21,7 @@ from buildbox import bump as bump_stage
 from buildbox import engine, output, source
 from buildbox import fetch as fetch_stage
 from buildbox import project as project_stage
+from buildbox import sbom as sbom_stage
 from buildbox import settings as settings_stage
 from buildbox import verify as verify_stage
 from buildbox.boxes import Box
@@ -259,9 +261,88 @@ def verify(
     print(f"verify: all {len(report.checks)} checks passed for {image} ({report.platform})")
 
 
+@task(
+    help={
+        "box": "The box whose image to describe.",
+        "image": "The image (default: the box's local release tag for the platform).",
+        "platform": "Which platform's image (default: this machine's).",
+        "output": "Where to write it (default: sbom/<box>/v<N>-<os>-<arch>.cdx.json; -: stdout).",
+    }
+)
+@_fails_cleanly
+def sbom(
+    ctx: Context,
+    box: str | None = None,
+    image: str | None = None,
+    platform: str | None = None,
+    output_: str | None = None,
+) -> None:
+    """Write the CycloneDX 1.6 SBOM of a built, verified image (validated before writing)."""
+    if not box:
+        raise BuildboxError("sbom needs --box=NAME (see `invoke list`)")
+    settings = _settings(ctx)
+    project = project_stage.load(settings)
+    chosen = project.box(box)
+    target = _one_platform(chosen, platform)
+    revision = source.revision(settings.root)
+    image = image or build_stage.local_tags(settings.registry, chosen, target, revision)[0]
+    with engine.connected() as client:
+        text = sbom_stage.describe_image(client, project, chosen, image, revision)
+    if output_ == "-":
+        sys.stdout.write(text)
+        return
+    path = Path(output_) if output_ else sbom_stage.sbom_path(project, chosen, target)
+    sbom_stage.write(path, text)
+    print(f"wrote {settings.shown(path.resolve())} (CycloneDX 1.6, valid)")
+
+
+@task(
+    name="sbom-diff",
+    # Positional, so `invoke sbom-diff A B` works; invoke also accepts them as --from/--to.
+    positional=["from_", "to"],
+    help={
+        "from_": "The earlier SBOM: a file, or with --box a version such as v2.",
+        "to": "The later SBOM: a file, or with --box a version such as v3.",
+        "box": "Compare the box's committed SBOMs (sbom/<box>/) of versions --from and --to.",
+        "platform": "With --box: whose SBOMs (default: this machine's platform).",
+        "json": "Print JSON instead of a table.",
+    },
+)
+@_fails_cleanly
+def sbom_diff(
+    ctx: Context,
+    from_: str,
+    to: str,
+    box: str | None = None,
+    platform: str | None = None,
+    json_: bool = False,
+) -> None:
+    """Show components added, removed, or changed (version or hash) between two SBOMs."""
+    settings = _settings(ctx)
+    if box:
+        suffix = (platform or build_stage.host_platform()).replace("/", "-")
+        directory = settings.root / "sbom" / box
+        paths = [directory / f"{version}-{suffix}.cdx.json" for version in (from_, to)]
+    else:
+        paths = [Path(from_), Path(to)]
+    changes = sbom_stage.diff(sbom_stage.load(paths[0]), sbom_stage.load(paths[1]))
+    if json_:
+        print(json.dumps([dataclasses.asdict(change) for change in changes], indent=2))
+        return
+    if not changes:
+        print(f"no differences between {paths[0]} and {paths[1]}")
+        return
+    print(
+        output.table(
+            ["CHANGE", "TYPE", "COMPONENT", "OLD", "NEW"],
+            [[c.kind, c.purl_type, c.name, c.old, c.new] for c in changes],
+        )
+    )
+
+
 def namespace(root: Path) -> Collection:
     """The task collection for a project whose files (buildboxes/, shared/) are under ``root``."""
-    ns = Collection(list_boxes, check, fetch, bump, build, verify)
+    ns = Collection(list_boxes, check, fetch, bump, build, verify, sbom, sbom_diff)
     defaults: dict[str, Any] = {**settings_stage.DEFAULTS, "root": str(root)}
     ns.configure({"buildbox": defaults})
     return ns

@@ -1,0 +1,172 @@
+"""The OS packages inside an image, from its package database: dpkg, apk or rpm.
+
+dpkg and apk keep plain-text databases, read straight out of the image without running it; rpm's
+database is binary, so ``rpm -qa`` runs in a throw-away container (no network) when the image has
+one.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import dataclass
+from typing import Any
+
+import docker.errors
+from packageurl import PackageURL
+
+DPKG_STATUS = "/var/lib/dpkg/status"
+APK_INSTALLED = "/lib/apk/db/installed"
+RPM_DATABASE = "/var/lib/rpm"
+OS_RELEASE = "/etc/os-release"
+_RPM_QUERY = r"%{NAME}\t%{EPOCH}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\t%{LICENSE}\n"
+
+
+@dataclass(frozen=True, order=True)
+class OsPackage:
+    kind: str  # deb, rpm or apk: the purl type
+    distro: str  # the purl namespace: debian, ubuntu, centos, alpine, ...
+    name: str
+    version: str
+    arch: str
+    license: str = ""
+    epoch: str = ""
+
+    @property
+    def purl(self) -> PackageURL:
+        qualifiers = {"arch": self.arch} if self.arch else {}
+        if self.epoch:
+            qualifiers["epoch"] = self.epoch
+        return PackageURL(
+            type=self.kind,
+            namespace=self.distro or None,
+            name=self.name,
+            version=self.version,
+            qualifiers=qualifiers,
+        )
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.startswith("#"):
+            values[key.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
+def parse_dpkg_status(text: str, distro: str) -> list[OsPackage]:
+    """Installed packages from a dpkg status file (RFC 822 stanzas)."""
+    packages = []
+    for stanza in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        key = None
+        for line in stanza.splitlines():
+            if line[:1] in (" ", "\t") and key:
+                continue  # a continuation line (descriptions, conffiles)
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key] = value.strip()
+        if fields.get("Status", "").endswith(" installed") and "Package" in fields:
+            packages.append(
+                OsPackage(
+                    "deb",
+                    distro,
+                    fields["Package"],
+                    fields.get("Version", ""),
+                    fields.get("Architecture", ""),
+                )
+            )
+    return packages
+
+
+def parse_apk_installed(text: str, distro: str) -> list[OsPackage]:
+    """Installed packages from apk's database (one ``X:value`` line per field)."""
+    packages = []
+    for stanza in text.split("\n\n"):
+        fields = {line[:1]: line[2:] for line in stanza.splitlines() if line[1:2] == ":"}
+        if "P" in fields:
+            packages.append(
+                OsPackage(
+                    "apk",
+                    distro,
+                    fields["P"],
+                    fields.get("V", ""),
+                    fields.get("A", ""),
+                    fields.get("L", ""),
+                )
+            )
+    return packages
+
+
+def parse_rpm_query(text: str, distro: str) -> list[OsPackage]:
+    """Packages from ``rpm -qa --queryformat`` with _RPM_QUERY's tab-separated fields."""
+    packages = []
+    for line in text.splitlines():
+        fields = line.split("\t")
+        if len(fields) != 6 or fields[0] == "gpg-pubkey":
+            continue  # gpg-pubkey entries are keys, not software
+        name, epoch, version, release, arch, license_ = fields
+        packages.append(
+            OsPackage(
+                "rpm",
+                distro,
+                name,
+                f"{version}-{release}",
+                arch,
+                license_,
+                "" if epoch in ("(none)", "0") else epoch,
+            )
+        )
+    return packages
+
+
+def inventory(client: Any, image_id: str) -> tuple[OsPackage, ...]:
+    """Every OS package in the image, sorted; empty for an image without a package database."""
+    container = client.containers.create(image_id, network_mode="none", entrypoint=["/bin/sh"])
+    try:
+        release = parse_os_release(_read(container, OS_RELEASE) or "")
+        distro = release.get("ID", "")
+        found: list[OsPackage] = []
+        if (dpkg := _read(container, DPKG_STATUS)) is not None:
+            found += parse_dpkg_status(dpkg, distro)
+        if (apk := _read(container, APK_INSTALLED)) is not None:
+            found += parse_apk_installed(apk, distro)
+        has_rpm = _exists(container, RPM_DATABASE)
+    finally:
+        container.remove(force=True)
+    if has_rpm:
+        found += parse_rpm_query(_rpm_query(client, image_id), distro)
+    return tuple(sorted(set(found)))
+
+
+def _read(container: Any, path: str) -> str | None:
+    try:
+        stream, _ = container.get_archive(path)
+    except docker.errors.NotFound:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        member = archive.next()
+        if member is None or not member.isfile():
+            return None
+        extracted = archive.extractfile(member)
+        return extracted.read().decode(errors="replace") if extracted else None
+
+
+def _exists(container: Any, path: str) -> bool:
+    try:
+        container.get_archive(path)[0].close()
+    except docker.errors.NotFound:
+        return False
+    return True
+
+
+def _rpm_query(client: Any, image_id: str) -> str:
+    output: bytes = client.containers.run(
+        image_id,
+        ["-c", f"rpm -qa --queryformat '{_RPM_QUERY}'"],
+        entrypoint=["/bin/sh"],
+        network_mode="none",
+        remove=True,
+    )
+    return output.decode(errors="replace")
