@@ -78,7 +78,10 @@ def test_every_task_and_flag_has_help(tmp_path: Path, task: str) -> None:
 
 
 def test_all_tasks_are_listed() -> None:
-    assert TASKS == ["build", "bump", "check", "fetch", "list", "sbom", "sbom-diff", "verify"]
+    assert TASKS == [
+        "audit", "build", "bump", "check", "fetch", "list", "publish", "ref", "release", "sbom",
+        "sbom-diff", "verify",
+    ]  # fmt: skip
 
 
 @pytest.mark.integration

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from buildbox.boxes import Box, box_directories, load_box
+from buildbox import record, yamldoc
+from buildbox.boxes import BOX_FILE, Box, box_directories, load_box
 from buildbox.errors import BuildboxError, InvalidInputsError, Problem
 from buildbox.inputs import box_components, inputs_digest
 from buildbox.library import Library, load_library
@@ -52,7 +53,36 @@ def check(settings: Settings, allow_floating_base: bool = False) -> tuple[Projec
         for directory in directories
     ]
     project = Project(settings, library, tuple(b for b in boxes if b is not None))
+    problems += _unbumped_versions(project)
     return project, sorted(set(problems), key=_reading_order)
+
+
+def _unbumped_versions(project: Project) -> list[Problem]:
+    """The version-bump rule: a released version's inputs never change."""
+    try:
+        releases = record.load(project.settings.root)
+    except BuildboxError as error:
+        return [Problem(record.RECORD_FILE, None, "", str(error))]
+    found = []
+    for box in project.boxes:
+        released = record.find(releases, box.name, box.version)
+        if released is None:
+            continue
+        digest = inputs_digest(box, project.library, project.settings)
+        if digest != released.inputs_digest:
+            box_file = box.directory / BOX_FILE
+            shown = project.settings.shown(box_file)
+            line = yamldoc.line_of(yamldoc.load(box_file, shown, []), ("version",))
+            found.append(
+                Problem(
+                    shown,
+                    line,
+                    "version",
+                    f"{box.release_tag} was released with other inputs ({released.inputs_digest}; "
+                    f"now {digest}); set `version: {record.next_version(releases, box.name)}`",
+                )
+            )
+    return found
 
 
 def load(settings: Settings, allow_floating_base: bool = False) -> Project:

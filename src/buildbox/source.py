@@ -17,6 +17,8 @@ class Revision:
     dirty: bool
     #: Seconds since the epoch: SOURCE_DATE_EPOCH if set, else the commit's time, else 0.
     epoch: int
+    #: The paths with uncommitted changes (as `git status --porcelain` names them).
+    changed: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -37,16 +39,17 @@ def _git(root: Path, *args: str) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return result.stdout.strip() if result.returncode == 0 else None
+    return result.stdout if result.returncode == 0 else None
 
 
 def revision(root: Path) -> Revision:
-    commit = _git(root, "rev-parse", "HEAD")
+    commit = (_git(root, "rev-parse", "HEAD") or "").strip() or None
     status = _git(root, "status", "--porcelain", "--untracked-files=normal") if commit else None
-    committed = _git(root, "log", "-1", "--format=%ct") if commit else None
+    committed = (_git(root, "log", "-1", "--format=%ct") or "").strip() if commit else None
     epoch_text = os.environ.get("SOURCE_DATE_EPOCH") or committed or "0"
     try:
         epoch = int(epoch_text)
     except ValueError:
         epoch = 0
-    return Revision(commit=commit, dirty=bool(status), epoch=epoch)
+    changed = tuple(line[3:] for line in (status or "").splitlines() if line.strip())
+    return Revision(commit=commit, dirty=bool(changed), epoch=epoch, changed=changed)

@@ -21,6 +21,8 @@ from buildbox import bump as bump_stage
 from buildbox import engine, output, source
 from buildbox import fetch as fetch_stage
 from buildbox import project as project_stage
+from buildbox import record as record_stage
+from buildbox import release as release_stage
 from buildbox import sbom as sbom_stage
 from buildbox import settings as settings_stage
 from buildbox import verify as verify_stage
@@ -340,9 +342,112 @@ def sbom_diff(
     )
 
 
+@task(
+    help={
+        "box": "The box whose built, verified image to publish.",
+        "platform": "Which platform's image (default: this machine's).",
+        "dev": "Push to the mutable dev location <registry>/<box>-dev:<commit> instead.",
+    }
+)
+@_fails_cleanly
+def publish(
+    ctx: Context, box: str | None = None, platform: str | None = None, dev: bool = False
+) -> None:
+    """Push the image and its SBOM under the box's immutable release tag (tag written last)."""
+    if not box:
+        raise BuildboxError("publish needs --box=NAME (see `invoke list`)")
+    settings = _settings(ctx)
+    project = project_stage.load(settings)
+    chosen = project.box(box)
+    target = _one_platform(chosen, platform)
+    with engine.connected() as client:
+        outcome = release_stage.publish_box(
+            project, chosen, target, client=client, revision=source.revision(settings.root), dev=dev
+        )
+    published = outcome.published
+    state = "published" if published.tagged_now else "already published (unchanged)"
+    print(f"{state}: {published.reference}")
+    print(f"sbom: {published.repository}@{published.sbom_digest} (refers to {published.digest})")
+
+
+@task(
+    help={
+        "box": "The box to release (its current version in box.yaml).",
+        "platform": "Which platform (default: this machine's).",
+    }
+)
+@_fails_cleanly
+def release(ctx: Context, box: str | None = None, platform: str | None = None) -> None:
+    """Build, verify, write the SBOM, publish and record a box version: the one push-button."""
+    if not box:
+        raise BuildboxError("release needs --box=NAME (see `invoke list`)")
+    settings = _settings(ctx)
+    project = project_stage.load(settings)
+    chosen = project.box(box)
+    target = _one_platform(chosen, platform)
+    progress = output.fetch_progress(sys.stderr, len(chosen.components))
+    with progress, engine.connected() as client:
+        done, new = release_stage.release_box(
+            project,
+            chosen,
+            target,
+            client=client,
+            fetcher=fetch_stage.Fetcher(settings, progress),
+            revision=source.revision(settings.root),
+        )
+    if new:
+        print(f"released {done.reference}")
+        print(f"recorded in {record_stage.RECORD_FILE}; SBOM at {done.sbom_path}: commit both")
+    else:
+        print(f"{chosen.name} {chosen.release_tag} is already released: {done.reference}")
+
+
+@task(
+    help={
+        "box": "The box whose pinned reference to print.",
+        "version": "Which released version (default: the latest), e.g. 3 or v3.",
+        "json": "Print the release record entry as JSON.",
+    }
+)
+@_fails_cleanly
+def ref(
+    ctx: Context, box: str | None = None, version: str | None = None, json_: bool = False
+) -> None:
+    """Print the pinned reference of a released box (repo:tag@sha256:...) for consumers to use."""
+    if not box:
+        raise BuildboxError("ref needs --box=NAME")
+    settings = _settings(ctx)
+    releases = record_stage.load(settings.root)
+    found = record_stage.find(releases, box, version)
+    if found is None:
+        which = f"version {version}" if version else "any version"
+        raise BuildboxError(f"no release of {box} ({which}) in {record_stage.RECORD_FILE}")
+    print(json.dumps(dataclasses.asdict(found), indent=2) if json_ else found.reference)
+
+
+@task(help={"box": "Audit only this box's releases (default: all)."})
+@_fails_cleanly
+def audit(ctx: Context, box: str | None = None) -> None:
+    """Check every recorded release: tag still at the digest, SBOM attached and as committed."""
+    settings = _settings(ctx)
+    releases = [r for r in record_stage.load(settings.root) if box in (None, r.box)]
+    failures = 0
+    for entry in releases:
+        problems = release_stage.audit_release(settings, entry)
+        failures += bool(problems)
+        print(f"{'PASS' if not problems else 'FAIL'}  {entry.reference}")
+        for problem in problems:
+            print(f"      {problem}")
+    if failures:
+        raise Exit(f"audit: {failures} of {len(releases)} releases drifted", 1)
+    print(f"audit: {len(releases)} release(s) match the registry and the committed SBOMs")
+
+
 def namespace(root: Path) -> Collection:
     """The task collection for a project whose files (buildboxes/, shared/) are under ``root``."""
-    ns = Collection(list_boxes, check, fetch, bump, build, verify, sbom, sbom_diff)
+    ns = Collection(
+        list_boxes, check, fetch, bump, build, verify, sbom, sbom_diff, publish, release, ref, audit
+    )
     defaults: dict[str, Any] = {**settings_stage.DEFAULTS, "root": str(root)}
     ns.configure({"buildbox": defaults})
     return ns

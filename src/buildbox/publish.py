@@ -1,0 +1,312 @@
+"""Push a verified image and its SBOM together, the immutable tag last.
+
+The layers and config come from the engine (``docker save``) and are pushed by our own client, so
+the toolkit decides the manifest, hence the digest, and the order: blobs, then the image manifest
+by digest, then the SBOM as an OCI 1.1 artifact whose subject is the image, then (where the
+registry has no referrers API) the fallback referrers index, and the release tag last. A publish
+that dies halfway leaves no release tag; running it again skips the blobs already there.
+
+Tags in registries such as the CNCF distribution registry are not immutable, and HEAD-then-PUT is
+a race: the tag is checked before anything is pushed, and read back after it is written.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from buildbox.errors import BuildboxError
+from buildbox.registry import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    Registry,
+    RegistryError,
+    digest_of,
+    fallback_tag,
+)
+
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+EMPTY_JSON = b"{}"
+SBOM_TYPE = "application/vnd.cyclonedx+json"
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Layer:
+    path: Path  # the gzip-compressed layer in the cache
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image ready to push: config, compressed layers, and the manifest over them."""
+
+    config: bytes
+    layers: tuple[Layer, ...]
+    manifest: bytes
+
+    @property
+    def digest(self) -> str:
+        return digest_of(self.manifest)
+
+    @property
+    def descriptor(self) -> Descriptor:
+        return Descriptor(OCI_MANIFEST, self.digest, len(self.manifest))
+
+
+def prepare(client: Any, image_id: str, cache_dir: Path) -> PreparedImage:
+    """The image's config and gzip-compressed layers, and its OCI manifest.
+
+    Layers are compressed with a fixed gzip header (no name, time 0), so the same layer always
+    gives the same bytes. Config and compressed layers are kept in the cache (by image id and by
+    layer diff id), so publishing an unchanged image again exports and compresses nothing.
+    """
+    configs, layers_dir = _ensure(cache_dir / "configs"), _ensure(cache_dir / "layers")
+    config_file = configs / f"{image_id.removeprefix('sha256:')}.json"
+    config = config_file.read_bytes() if config_file.is_file() else None
+    diff_ids = json.loads(config)["rootfs"]["diff_ids"] if config else []
+    cached = [_cached_layer(layers_dir, diff_id) for diff_id in diff_ids]
+    if config is None or None in cached:
+        config, cached = _export(client, image_id, cache_dir)
+        _write(config_file, config)
+    layers = tuple(layer for layer in cached if layer is not None)
+    body = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": digest_of(config), "size": len(config)},
+        "layers": [
+            {"mediaType": OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size}
+            for layer in layers
+        ],
+    }
+    return PreparedImage(config, layers, _canonical(body))
+
+
+def _export(client: Any, image_id: str, cache_dir: Path) -> tuple[bytes, list[Layer | None]]:
+    """``docker save`` the image; its config bytes and every layer compressed into the cache."""
+    with tempfile.TemporaryDirectory(dir=_ensure(cache_dir / "tmp")) as scratch:
+        exported = Path(scratch) / "image.tar"
+        with exported.open("wb") as stream:
+            for chunk in client.images.get(image_id).save(named=False):
+                stream.write(chunk)
+        with tarfile.open(exported) as archive:
+            manifest = json.load(_member(archive, "manifest.json"))[0]
+            config = _member(archive, manifest["Config"]).read()
+            layers: list[Layer | None] = [
+                _compress(archive, name, cache_dir / "layers") for name in manifest["Layers"]
+            ]
+    return config, layers
+
+
+def _member(archive: tarfile.TarFile, name: str) -> Any:
+    extracted = archive.extractfile(name)
+    if extracted is None:
+        raise BuildboxError(f"the engine's image export lacks {name}")
+    return extracted
+
+
+def _ensure(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _write(path: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part", delete=False) as part:
+        part.write(data)
+    Path(part.name).replace(path)
+
+
+def _cached_layer(layers_dir: Path, diff_id: str) -> Layer | None:
+    stem = diff_id.removeprefix("sha256:")
+    data, facts = layers_dir / f"{stem}.tar.gz", layers_dir / f"{stem}.json"
+    if not (data.is_file() and facts.is_file()):
+        return None
+    known = json.loads(facts.read_text())
+    return Layer(data, known["digest"], known["size"])
+
+
+def _compress(archive: tarfile.TarFile, name: str, layers_dir: Path) -> Layer:
+    """Compress one exported layer into the cache (the data first, then its facts)."""
+    raw = _member(archive, name)
+    diff, compressed = hashlib.sha256(), hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=layers_dir, suffix=".part", delete=False) as target:
+        sink = _HashingWriter(target, compressed)
+        with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=6) as gz:
+            while block := raw.read(_CHUNK):
+                diff.update(block)
+                gz.write(block)
+    layer = Layer(layers_dir / f"{diff.hexdigest()}.tar.gz", "sha256:" + compressed.hexdigest(),
+                  sink.size)  # fmt: skip
+    Path(target.name).replace(layer.path)
+    facts = {"digest": layer.digest, "size": layer.size}
+    _write(layers_dir / f"{diff.hexdigest()}.json", json.dumps(facts).encode())
+    return layer
+
+
+class _HashingWriter:
+    """A file wrapper that hashes and counts what is written through it."""
+
+    def __init__(self, stream: Any, digest: Any) -> None:
+        self.stream, self.digest, self.size = stream, digest, 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        written: int = self.stream.write(data)
+        return written
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _canonical(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+def sbom_manifest(subject: Descriptor, sbom: bytes, title: str, created: str) -> bytes:
+    """An OCI 1.1 artifact manifest carrying the SBOM, with the image as its subject."""
+    return _canonical(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": SBOM_TYPE,
+            "config": {"mediaType": OCI_EMPTY, "digest": digest_of(EMPTY_JSON), "size": 2},
+            "layers": [
+                {
+                    "mediaType": SBOM_TYPE,
+                    "digest": digest_of(sbom),
+                    "size": len(sbom),
+                    "annotations": {"org.opencontainers.image.title": title},
+                }
+            ],
+            "subject": subject.as_dict(),
+            "annotations": {"org.opencontainers.image.created": created},
+        }
+    )
+
+
+def push_image(registry: Registry, repository: str, image: PreparedImage) -> None:
+    """Blobs first (skipping those the registry has), then the manifest by digest."""
+    registry.upload_blob(repository, digest_of(image.config), image.config)
+    for layer in image.layers:
+        registry.upload_blob(repository, layer.digest, layer.path)
+    registry.put_manifest(repository, image.digest, image.manifest, OCI_MANIFEST)
+
+
+def attach_sbom(
+    registry: Registry, repository: str, subject: Descriptor, sbom: bytes, title: str, created: str
+) -> str:
+    """Push the SBOM artifact (and the fallback referrers index if needed); its digest."""
+    registry.upload_blob(repository, digest_of(EMPTY_JSON), EMPTY_JSON)
+    registry.upload_blob(repository, digest_of(sbom), sbom)
+    manifest = sbom_manifest(subject, sbom, title, created)
+    digest = digest_of(manifest)
+    response = registry.put_manifest(repository, digest, manifest, OCI_MANIFEST)
+    if "OCI-Subject" not in response.headers:
+        # No referrers API: keep the index tagged sha256-<subject hex>, as the spec requires.
+        _add_to_fallback_index(registry, repository, subject.digest, digest, len(manifest))
+    return digest
+
+
+def _add_to_fallback_index(
+    registry: Registry, repository: str, subject: str, digest: str, size: int
+) -> None:
+    tag = fallback_tag(subject)
+    existing = registry.get_manifest(repository, tag)
+    index: dict[str, Any] = (
+        json.loads(existing[0]) if existing else {"schemaVersion": 2, "mediaType": OCI_INDEX}
+    )
+    manifests = [m for m in index.get("manifests", []) if m.get("digest") != digest]
+    manifests.append(
+        {"mediaType": OCI_MANIFEST, "digest": digest, "size": size, "artifactType": SBOM_TYPE}
+    )
+    index["manifests"] = sorted(manifests, key=lambda m: m["digest"])
+    registry.put_manifest(repository, tag, _canonical(index), OCI_INDEX)
+
+
+def find_sbom(registry: Registry, repository: str, subject: str) -> bytes | None:
+    """The SBOM attached to ``subject``: through the referrers API, else the fallback index."""
+    index = registry.referrers(repository, subject)
+    if index is None:
+        found = registry.get_manifest(repository, fallback_tag(subject))
+        index = json.loads(found[0]) if found else {"manifests": []}
+    for entry in index.get("manifests", []):
+        if entry.get("artifactType") != SBOM_TYPE:
+            continue
+        manifest = registry.get_manifest(repository, entry["digest"])
+        if manifest is None:
+            continue
+        body = json.loads(manifest[0])
+        if body.get("subject", {}).get("digest") != subject:
+            continue
+        for layer in body.get("layers", []):
+            if layer.get("mediaType") == SBOM_TYPE:
+                return registry.get_blob(repository, layer["digest"])
+    return None
+
+
+@dataclass(frozen=True)
+class Published:
+    repository: str  # host/repository
+    tag: str
+    digest: str
+    sbom_digest: str
+    #: False when the tag already pointed at this very image (nothing new was pushed to it).
+    tagged_now: bool
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}:{self.tag}@{self.digest}"
+
+
+def check_tag(registry: Registry, repository: str, tag: str, digest: str) -> bool:
+    """True when ``tag`` already names ``digest``; False when absent; refuse when elsewhere."""
+    existing = registry.manifest_digest(repository, tag)
+    if existing is None:
+        return False
+    if existing != digest:
+        raise BuildboxError(
+            f"{registry.host}/{repository}:{tag} already points at {existing}; this image is "
+            f"{digest}. A released version is immutable: bump the box's version to publish "
+            "new content. The registry was not changed."
+        )
+    return True
+
+
+def publish(
+    registry: Registry,
+    repository: str,
+    tag: str,
+    image: PreparedImage,
+    sbom: bytes,
+    sbom_title: str,
+    created: str,
+    *,
+    immutable: bool = True,
+) -> Published:
+    """Push image and SBOM, then the tag; re-read the tag and fail loudly if it moved."""
+    already = check_tag(registry, repository, tag, image.digest) if immutable else False
+    push_image(registry, repository, image)
+    sbom_digest = attach_sbom(registry, repository, image.descriptor, sbom, sbom_title, created)
+    if not already:
+        registry.put_manifest(repository, tag, image.manifest, OCI_MANIFEST)
+    now = registry.manifest_digest(repository, tag)
+    if now != image.digest:
+        raise RegistryError(
+            f"after tagging, {registry.host}/{repository}:{tag} points at {now}, not "
+            f"{image.digest}: someone else wrote the tag at the same time. Investigate before "
+            "anyone pins it."
+        )
+    return Published(
+        f"{registry.host}/{repository}", tag, image.digest, sbom_digest, tagged_now=not already
+    )

@@ -1,0 +1,184 @@
+"""Releases: publish a verified image with its SBOM, record it, and audit what was recorded."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from buildbox import publish, record, sbom
+from buildbox.boxes import Box
+from buildbox.build import LABEL_FLOATING_BASE, LABEL_INPUTS, build_box, local_tags
+from buildbox.errors import BuildboxError
+from buildbox.fetch import Fetcher
+from buildbox.inputs import inputs_digest
+from buildbox.packages import inventory
+from buildbox.project import Project
+from buildbox.refs import is_pinned
+from buildbox.registry import Reference, Registry, credentials_for
+from buildbox.settings import Settings
+from buildbox.source import Revision
+from buildbox.verify import verify_image
+
+#: Files a release itself writes: their changes do not make the tree dirty for the next release.
+RELEASE_OUTPUTS = (record.RECORD_FILE, "sbom/")
+
+
+def registry_for(reference: Reference) -> Registry:
+    return Registry(reference.host, credentials_for(reference.host))
+
+
+def release_repository(project: Project, box: Box, dev: bool = False) -> Reference:
+    """``<registry>/<box>`` for releases, ``<registry>/<box>-dev`` for the mutable dev tags."""
+    return Reference.parse(f"{project.settings.registry}/{box.name}{'-dev' if dev else ''}")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    published: publish.Published
+    sbom_text: str
+
+
+def publish_box(
+    project: Project,
+    box: Box,
+    platform: str,
+    *,
+    client: Any,
+    revision: Revision,
+    dev: bool = False,
+) -> Outcome:
+    """Verify the local image, then push it and its SBOM (release tag, or the dev location)."""
+    local = local_tags(project.settings.registry, box, platform, revision)[0]
+    report = verify_image(client, project, box, local)
+    failed = [f"{check.name}: {check.detail}" for check in report.checks if not check.ok]
+    if failed:
+        raise BuildboxError(
+            f"{local} does not pass verify, so it is not published:\n  " + "\n  ".join(failed)
+        )
+    image = client.images.get(local)
+    if image.labels.get(LABEL_FLOATING_BASE) == "true" and not dev:
+        raise BuildboxError(
+            f"{local} was built from a floating base ({box.base}); it can never be released. "
+            "Pin the base by digest in box.yaml and build again."
+        )
+    prepared = publish.prepare(client, image.id, project.settings.cache_dir)
+    target = release_repository(project, box, dev)
+    facts = sbom.ImageFacts(
+        image_id=image.id,
+        platform=platform,
+        inputs_digest=image.labels.get(LABEL_INPUTS, ""),
+        repository=target.name,
+        digest=prepared.digest,
+    )
+    bom = sbom.build_bom(project, box, facts, report, inventory(client, image.id), revision)
+    text = sbom.render(bom)
+    if dev:
+        commit = revision.commit[:12] if revision.commit else "local"
+        tag = f"{commit}-dirty" if revision.dirty else commit
+    else:
+        tag = box.release_tag
+    registry = registry_for(target)
+    try:
+        published = publish.publish(
+            registry,
+            target.repository,
+            tag,
+            prepared,
+            text.encode(),
+            sbom.sbom_path(project, box, platform).name,
+            revision.timestamp,
+            immutable=not dev,
+        )
+    finally:
+        registry.close()
+    return Outcome(published, text)
+
+
+def release_box(
+    project: Project,
+    box: Box,
+    platform: str,
+    *,
+    client: Any,
+    fetcher: Fetcher,
+    revision: Revision,
+    log: Callable[[str], None] = print,
+) -> tuple[record.Release, bool]:
+    """The one push-button: build, verify, SBOM, publish, record. (release, whether new)."""
+    releases = record.load(project.settings.root)
+    digest = inputs_digest(box, project.library, project.settings)
+    existing = record.find(releases, box.name, box.version)
+    if existing is not None:
+        if existing.inputs_digest != digest:
+            raise BuildboxError(
+                f"{box.name} {box.release_tag} was already released with other inputs "
+                f"({existing.inputs_digest}; now {digest}). A release is immutable: set "
+                f"`version: {record.next_version(releases, box.name)}` in "
+                f"buildboxes/{box.name}/box.yaml."
+            )
+        problems = audit_release(project.settings, existing)
+        if not problems:
+            return existing, False
+        log(f"{existing.reference} is recorded but incomplete ({'; '.join(problems)}); completing")
+    changed = [p for p in revision.changed if not p.startswith(RELEASE_OUTPUTS)]
+    if revision.commit is None:
+        raise BuildboxError("a release is built from a git commit; this is not a git checkout")
+    if changed:
+        raise BuildboxError(
+            "the git tree has uncommitted changes; a release is built from a commit only: "
+            + ", ".join(changed[:10])
+        )
+    if not is_pinned(box.base):
+        raise BuildboxError(f"the base of {box.name} is not pinned by digest: {box.base}")
+    build_box(project, box, platform, client=client, fetcher=fetcher, revision=revision, log=log)
+    outcome = publish_box(project, box, platform, client=client, revision=revision)
+    path = sbom.sbom_path(project, box, platform)
+    sbom.write(path, outcome.sbom_text)
+    release = record.Release(
+        box=box.name,
+        version=box.version,
+        reference=outcome.published.reference,
+        digest=outcome.published.digest,
+        inputs_digest=digest,
+        platform=platform,
+        sbom_path=path.relative_to(project.settings.root).as_posix(),
+        sbom_digest="sha256:" + hashlib.sha256(outcome.sbom_text.encode()).hexdigest(),
+        revision=revision.label,
+    )
+    record.add(project.settings.root, release)
+    return release, True
+
+
+def audit_release(settings: Settings, release: record.Release) -> list[str]:
+    """What no longer holds for a recorded release (empty when everything does)."""
+    problems = []
+    reference = Reference.parse(release.reference)
+    sbom_file = settings.root / release.sbom_path
+    committed = sbom_file.read_bytes() if sbom_file.is_file() else None
+    if committed is None:
+        problems.append(f"the committed SBOM {release.sbom_path} is missing")
+    elif "sha256:" + hashlib.sha256(committed).hexdigest() != release.sbom_digest:
+        problems.append(f"{release.sbom_path} differs from the recorded sha256")
+    else:
+        try:
+            sbom.validate(committed.decode())
+        except BuildboxError as error:
+            problems.append(f"{release.sbom_path}: {error}")
+    registry = registry_for(reference)
+    try:
+        now = registry.manifest_digest(reference.repository, reference.tag or release.tag)
+        if now != release.digest:
+            problems.append(
+                f"{reference.name}:{reference.tag} points at {now or 'nothing'}, "
+                f"recorded {release.digest}"
+            )
+        attached = publish.find_sbom(registry, reference.repository, release.digest)
+        if attached is None:
+            problems.append(f"no SBOM is attached to {reference.name}@{release.digest}")
+        elif committed is not None and attached != committed:
+            problems.append(f"the SBOM attached in the registry differs from {release.sbom_path}")
+    finally:
+        registry.close()
+    return problems

@@ -1,0 +1,322 @@
+"""publish, release, ref and audit against the real registry (plain and htpasswd)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import pytest
+import requests
+
+from artifact_server import ArtifactServer, tarball
+from buildbox.publish import SBOM_TYPE
+from buildbox.record import RECORD_FILE
+from buildbox.registry import MANIFEST_ACCEPT
+from conftest import BaseImage, FixtureProject, hello_component
+from projects import run_cli, write_yaml
+from registry import Registry
+
+pytestmark = pytest.mark.integration
+
+GIT = ["git", "-c", "user.email=ci@example.org", "-c", "user.name=CI"]
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run([*GIT, "-C", str(root), *args], check=True, capture_output=True)
+
+
+def commit_all(root: Path, message: str = "change") -> None:
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "--allow-empty", "-m", message)
+
+
+def point_at(project: FixtureProject, registry: Registry) -> FixtureProject:
+    """The project publishing to ``registry`` under a prefix no other test uses."""
+    prefix = f"{registry.host}/t{uuid.uuid4().hex[:8]}"
+    text = (project.root / "invoke.yaml").read_text().replace(project.registry, prefix)
+    (project.root / "invoke.yaml").write_text(text)
+    return dataclasses.replace(project, registry=prefix)
+
+
+@pytest.fixture
+def publishing(
+    fixture_project: FixtureProject, registry: Registry, docker_client: Any
+) -> Iterator[FixtureProject]:
+    """The fixture project in a git repository, publishing to the plain test registry."""
+    project = point_at(fixture_project, registry)
+    (project.root / ".gitignore").write_text("*.part\n")
+    git(project.root, "init", "-q")
+    commit_all(project.root, "fixture")
+    yield project
+    untag_all(docker_client, project.registry)
+
+
+def untag_all(client: Any, prefix: str) -> None:
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(prefix):
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(tag)
+
+
+def skopeo(reference: str, *extra: str) -> dict[str, Any]:
+    result = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", *extra, f"docker://{reference}"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def tag_digest(registry: Registry, repository: str, tag: str, auth: Any = None) -> str | None:
+    answer = requests.head(
+        f"{registry.url}/v2/{repository}/manifests/{tag}",
+        headers={"Accept": MANIFEST_ACCEPT},
+        auth=auth,
+        timeout=10,
+    )
+    return answer.headers.get("Docker-Content-Digest") if answer.status_code == 200 else None
+
+
+def build(project: FixtureProject) -> None:
+    result = run_cli(project.root, "build", "--box=fixture")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def published_digest(stdout: str) -> str:
+    line = next(line for line in stdout.splitlines() if "published" in line)
+    return line.rsplit("@", 1)[1]
+
+
+def test_publish_pull_by_digest_and_find_the_sbom(
+    publishing: FixtureProject, registry: Registry, docker_client: Any
+) -> None:
+    build(publishing)
+    result = run_cli(publishing.root, "publish", "--box=fixture")
+    assert result.returncode == 0, result.stdout + result.stderr
+    digest = published_digest(result.stdout)
+    repository = publishing.registry.split("/", 1)[1] + "/fixture"
+    assert f"published: {publishing.registry}/fixture:v1@{digest}" in result.stdout
+
+    assert skopeo(f"{publishing.registry}/fixture:v1")["Digest"] == digest
+    pulled = docker_client.images.pull(f"{publishing.registry}/fixture@{digest}")
+    output = docker_client.containers.run(pulled.id, ["hello"], network_mode="none", remove=True)
+    assert output == b"hello 1.0\n"
+
+    # The SBOM, found the way an OCI client without a referrers API finds it.
+    fallback = requests.get(
+        f"{registry.url}/v2/{repository}/manifests/{digest.replace(':', '-')}",
+        headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+        timeout=10,
+    ).json()
+    [entry] = fallback["manifests"]
+    assert entry["artifactType"] == SBOM_TYPE
+    artifact = requests.get(
+        f"{registry.url}/v2/{repository}/manifests/{entry['digest']}",
+        headers={"Accept": MANIFEST_ACCEPT},
+        timeout=10,
+    ).json()
+    assert artifact["subject"]["digest"] == digest
+    assert artifact["config"]["digest"] == (
+        "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+    )
+    blob = requests.get(
+        f"{registry.url}/v2/{repository}/blobs/{artifact['layers'][0]['digest']}", timeout=10
+    ).json()
+    image = blob["metadata"]["component"]
+    assert image["hashes"] == [{"alg": "SHA-256", "content": digest.removeprefix("sha256:")}]
+    assert image["purl"].startswith(f"pkg:oci/fixture@{digest}?")
+
+    again = run_cli(publishing.root, "publish", "--box=fixture")
+    assert again.returncode == 0, again.stderr
+    assert f"already published (unchanged): {publishing.registry}/fixture:v1@{digest}" in (
+        again.stdout
+    )
+
+
+def test_other_content_under_a_released_version_is_refused(
+    publishing: FixtureProject, registry: Registry
+) -> None:
+    build(publishing)
+    first = published_digest(run_cli(publishing.root, "publish", "--box=fixture").stdout)
+    (publishing.box_dir / "motd").write_text("something else\n")
+    build(publishing)
+    refused = run_cli(publishing.root, "publish", "--box=fixture")
+    assert refused.returncode == 1
+    assert f"fixture:v1 already points at {first}; this image is sha256:" in refused.stderr
+    assert "The registry was not changed" in refused.stderr
+    repository = publishing.registry.split("/", 1)[1] + "/fixture"
+    assert tag_digest(registry, repository, "v1") == first
+
+
+def test_dev_publish_goes_to_the_mutable_dev_repository(
+    publishing: FixtureProject, registry: Registry
+) -> None:
+    build(publishing)
+    result = run_cli(publishing.root, "publish", "--box=fixture", "--dev")
+    assert result.returncode == 0, result.stderr
+    assert f"published: {publishing.registry}/fixture-dev:" in result.stdout
+    repository = publishing.registry.split("/", 1)[1]
+    assert tag_digest(registry, f"{repository}/fixture", "v1") is None
+    (publishing.box_dir / "motd").write_text("dev change\n")
+    build(publishing)
+    assert run_cli(publishing.root, "publish", "--box=fixture", "--dev").returncode == 0
+
+
+def test_registry_stopped_mid_publish_then_rerun_completes(
+    fixture_project: FixtureProject,
+    artifacts: ArtifactServer,
+    busybox_base: BaseImage,
+    docker_client: Any,
+    tmp_path: Path,
+) -> None:
+    own = Registry(tmp_path / "own-registry").start()
+    project = point_at(fixture_project, own)
+    try:
+        big = hello_component(artifacts, "1.5")
+        name = "big-payload.tar.gz"
+        noise = random.Random(1).randbytes(48 * 1024 * 1024)
+        url = artifacts.add(name, tarball({"payload/blob": noise}))
+        big["artifacts"]["linux/amd64"].update(url=url, sha256=artifacts.sha256(name))
+        big["install"]["dest"] = "/opt/payload"
+        big["probe"] = {"command": ["ls", "/opt/payload/blob"], "expect": "/opt/payload/blob"}
+        small = hello_component(artifacts)
+        write_yaml(
+            project.root / "shared/components.yaml", {"components": {"hello": small, "big": big}}
+        )
+        project.set_box(components=["hello", "big"])
+        # The base image lives in the session registry; this one starts empty.
+        build(project)
+        blobs = own.workdir / "data" / "docker" / "registry" / "v2" / "blobs"
+        publishing = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "--search-root", str(project.root), "publish",
+             "--box=fixture"],
+            cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (blobs.exists() and any(blobs.rglob("data"))):
+            time.sleep(0.02)
+        own.stop()
+        _, stderr = publishing.communicate(timeout=120)
+        assert publishing.returncode == 1, stderr
+        assert f"cannot reach the registry {own.host}" in stderr
+        assert "Traceback" not in stderr
+
+        own.start()
+        repository = project.registry.split("/", 1)[1] + "/fixture"
+        assert tag_digest(own, repository, "v1") is None, "no release tag until complete"
+        rerun = run_cli(project.root, "publish", "--box=fixture")
+        assert rerun.returncode == 0, rerun.stderr
+        assert tag_digest(own, repository, "v1") == published_digest(rerun.stdout)
+    finally:
+        own.stop()
+        untag_all(docker_client, project.registry)
+
+
+def test_wrong_password_is_refused_and_never_printed(
+    fixture_project: FixtureProject,
+    auth_registry: Registry,
+    docker_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    project = point_at(fixture_project, auth_registry)
+    try:
+        build(project)
+        wrong = "hunter2-wrong-secret"
+        monkeypatch.setenv("BUILDBOX_REGISTRY_USERNAME", "ci")
+        monkeypatch.setenv("BUILDBOX_REGISTRY_PASSWORD", wrong)
+        refused = run_cli(project.root, "publish", "--box=fixture")
+        assert refused.returncode == 1
+        assert f"the registry {auth_registry.host} refused the credentials for user 'ci'" in (
+            refused.stderr
+        )
+        assert wrong not in refused.stdout + refused.stderr
+
+        username, password = auth_registry.auth or ("", "")
+        monkeypatch.setenv("BUILDBOX_REGISTRY_PASSWORD", password)
+        accepted = run_cli(project.root, "publish", "--box=fixture")
+        assert accepted.returncode == 0, accepted.stderr
+        assert password not in accepted.stdout + accepted.stderr
+        digest = published_digest(accepted.stdout)
+        seen = skopeo(f"{project.registry}/fixture:v1", f"--creds={username}:{password}")
+        assert seen["Digest"] == digest
+    finally:
+        untag_all(docker_client, project.registry)
+
+
+def test_release_record_ref_check_and_audit(
+    publishing: FixtureProject, registry: Registry, busybox_base: BaseImage
+) -> None:
+    root = publishing.root
+    released = run_cli(root, "release", "--box=fixture")
+    assert released.returncode == 0, released.stdout + released.stderr
+    record = json.loads((root / RECORD_FILE).read_text())
+    [entry] = record["releases"]
+    assert entry["box"] == "fixture"
+    assert entry["version"] == "1"
+    assert entry["reference"].startswith(f"{publishing.registry}/fixture:v1@sha256:")
+    assert entry["sbom_path"] == "sbom/fixture/v1-linux-amd64.cdx.json"
+    assert (root / entry["sbom_path"]).is_file()
+    assert skopeo(f"{publishing.registry}/fixture:v1")["Digest"] == entry["digest"]
+
+    assert run_cli(root, "ref", "--box=fixture").stdout.strip() == entry["reference"]
+    as_json = json.loads(run_cli(root, "ref", "--box=fixture", "--version=v1", "--json").stdout)
+    assert as_json["digest"] == entry["digest"]
+
+    again = run_cli(root, "release", "--box=fixture")
+    assert again.returncode == 0, again.stderr
+    assert f"fixture v1 is already released: {entry['reference']}" in again.stdout
+
+    audited = run_cli(root, "audit")
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    assert f"PASS  {entry['reference']}" in audited.stdout
+
+    commit_all(root, "release v1")
+    (publishing.box_dir / "motd").write_text("new content, same version\n")
+    commit_all(root, "change without a bump")
+    checked = run_cli(root, "check")
+    assert checked.returncode == 1
+    assert "buildboxes/fixture/box.yaml:" in checked.stdout
+    assert "version: v1 was released with other inputs" in checked.stdout
+    assert "set `version: 2`" in checked.stdout
+    refused = run_cli(root, "release", "--box=fixture")
+    assert refused.returncode == 1
+
+    # Drift: the tag moved in the registry, and the committed SBOM was edited.
+    subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+         f"docker://{busybox_base.ref}", f"docker://{publishing.registry}/fixture:v1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    sbom_file = root / entry["sbom_path"]
+    sbom_file.write_text(sbom_file.read_text().replace('"fixture"', '"tampered"'))
+    drifted = run_cli(root, "audit", "--box=fixture")
+    assert drifted.returncode == 1
+    assert f"FAIL  {entry['reference']}" in drifted.stdout
+    assert f"points at {busybox_base.digest}, recorded {entry['digest']}" in drifted.stdout
+    assert "differs from the recorded sha256" in drifted.stdout
+    assert "audit: 1 of 1 releases drifted" in drifted.stderr
+
+
+def test_release_refuses_a_dirty_tree(publishing: FixtureProject) -> None:
+    (publishing.box_dir / "motd").write_text("uncommitted\n")
+    result = run_cli(publishing.root, "release", "--box=fixture")
+    assert result.returncode == 1
+    assert "the git tree has uncommitted changes" in result.stderr
+    assert "buildboxes/fixture/motd" in result.stderr
+
+
+def test_ref_without_a_release(publishing: FixtureProject) -> None:
+    result = run_cli(publishing.root, "ref", "--box=fixture")
+    assert result.returncode == 1
+    assert f"no release of fixture (any version) in {RECORD_FILE}" in result.stderr
