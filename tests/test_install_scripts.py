@@ -95,3 +95,45 @@ def test_entry_point_installs_every_listed_component(
     assert result.returncode == 0, result.stderr
     assert "installing tool 1.0 (tarball) into /opt/tool" in result.stdout
     assert (root / "opt" / "tool" / "bin" / "tool").is_file()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_zip_installs_after_checking_and_strips(shell: str, tmp_path: Path) -> None:
+    import zipfile
+
+    archive = tmp_path / "protoc.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("protoc-26.1/bin/protoc", "#!/bin/sh\necho libprotoc 26.1\n")
+        zipped.writestr("protoc-26.1/include/x.proto", "syntax = 'proto3';\n")
+    sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
+    dest = tmp_path / "usr" / "local" / "protoc"
+    assert run(shell, "zip.sh", str(archive), "0" * 64, str(dest), "1").returncode != 0
+    assert not dest.exists()
+    result = run(shell, "zip.sh", str(archive), sha256, str(dest), "1")
+    assert result.returncode == 0, result.stderr
+    assert (dest / "bin" / "protoc").stat().st_mode & 0o111
+    assert (dest / "include" / "x.proto").is_file()
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_rustup_init_runs_the_checked_installer_with_the_pinned_toolchain(
+    shell: str, tmp_path: Path
+) -> None:
+    # A stand-in for rustup-init that records how it was called: the script's logic is under test.
+    installer = tmp_path / "rustup-init"
+    installer.write_text('#!/bin/sh\necho "$RUSTUP_HOME $CARGO_HOME $*" > "$RECORD"\n')
+    sha256 = hashlib.sha256(installer.read_bytes()).hexdigest()
+    record = tmp_path / "called"
+    command = [shell, "sh"] if shell.endswith("busybox") else [shell]
+    args = [str(SCRIPTS / "rustup-init.sh"), str(installer), sha256, "/opt/r", "0", "1.81.0"]
+    env = {"RECORD": str(record), "PATH": "/usr/bin:/bin"}
+    wrong = [*command, *args[:2], "f" * 64, *args[3:]]
+    bad = subprocess.run(wrong, capture_output=True, text=True, env=env, check=False)
+    assert bad.returncode != 0
+    assert not record.exists()
+    result = subprocess.run([*command, *args], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    assert record.read_text().split() == [
+        "/opt/r/rustup", "/opt/r/cargo", "-y", "--no-modify-path", "--profile", "minimal",
+        "--default-toolchain", "1.81.0",
+    ]  # fmt: skip

@@ -443,10 +443,38 @@ def audit(ctx: Context, box: str | None = None) -> None:
     print(f"audit: {len(releases)} release(s) match the registry and the committed SBOMs")
 
 
+@task
+@_fails_cleanly
+def matrix(ctx: Context) -> None:
+    """Print, as JSON for a CI matrix, each box and platform whose version is not yet released."""
+    settings = _settings(ctx)
+    project = project_stage.load(settings)
+    releases = record_stage.load(settings.root)
+    include = [
+        {"box": box.name, "version": box.version, "platform": platform}
+        for box in project.boxes
+        if record_stage.find(releases, box.name, box.version) is None
+        for platform in box.platforms
+    ]
+    print(json.dumps({"include": include}))
+
+
 def namespace(root: Path) -> Collection:
     """The task collection for a project whose files (buildboxes/, shared/) are under ``root``."""
     ns = Collection(
-        list_boxes, check, fetch, bump, build, verify, sbom, sbom_diff, publish, release, ref, audit
+        list_boxes,
+        check,
+        fetch,
+        bump,
+        build,
+        verify,
+        sbom,
+        sbom_diff,
+        publish,
+        release,
+        ref,
+        audit,
+        matrix,
     )
     defaults: dict[str, Any] = {**settings_stage.DEFAULTS, "root": str(root)}
     ns.configure({"buildbox": defaults})
