@@ -320,3 +320,31 @@ def test_ref_without_a_release(publishing: FixtureProject) -> None:
     result = run_cli(publishing.root, "ref", "--box=fixture")
     assert result.returncode == 1
     assert f"no release of fixture (any version) in {RECORD_FILE}" in result.stderr
+
+
+def test_credentials_from_the_docker_config(
+    fixture_project: FixtureProject,
+    auth_registry: Registry,
+    docker_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    import base64
+
+    project = point_at(fixture_project, auth_registry)
+    username, password = auth_registry.auth or ("", "")
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    (tmp_path / "docker-config").mkdir()
+    (tmp_path / "docker-config" / "config.json").write_text(
+        json.dumps({"auths": {auth_registry.host: {"auth": token}}})
+    )
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.delenv("BUILDBOX_REGISTRY_USERNAME", raising=False)
+    monkeypatch.delenv("BUILDBOX_REGISTRY_PASSWORD", raising=False)
+    try:
+        build(project)
+        result = run_cli(project.root, "publish", "--box=fixture")
+        assert result.returncode == 0, result.stderr
+        assert password not in result.stdout + result.stderr
+    finally:
+        untag_all(docker_client, project.registry)

@@ -57,9 +57,12 @@ def credentials_for(host: str) -> Credentials | None:
         found = docker.auth.load_config().resolve_authconfig(host)
     except (docker.errors.DockerException, OSError, ValueError):
         return None
-    if found and found.get("Username") and found.get("Password"):
-        return Credentials(found["Username"], found["Password"])
-    return None
+    if not found:
+        return None
+    # config.json entries come back lower-case, credential helpers' answers capitalised.
+    username = found.get("username") or found.get("Username")
+    password = found.get("password") or found.get("Password")
+    return Credentials(username, password) if username and password else None
 
 
 class RegistryError(BuildboxError):

@@ -1,0 +1,127 @@
+"""The registry client's authentication: bearer tokens and the Docker config, secrets kept out."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from buildbox.registry import Credentials, Reference, Registry, RegistryError, credentials_for
+
+SECRET = "s3cr3t-token-password"
+
+
+class TokenRegistry:
+    """A loopback stand-in for a registry behind a token service (as Docker Hub or GHCR are).
+
+    Only the challenge-and-token protocol lives here; it is the client's logic under test.
+    """
+
+    def __init__(self) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.scopes: list[str] = []
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet."""
+
+            def do_GET(self) -> None:
+                if self.path.startswith("/token"):
+                    expected = "Basic " + base64.b64encode(f"ci:{SECRET}".encode()).decode()
+                    if self.headers.get("Authorization") != expected:
+                        self._send(401, b"{}")
+                        return
+                    outer.scopes.append(self.path)
+                    self._send(200, json.dumps({"token": "granted"}).encode())
+                elif self.headers.get("Authorization") == "Bearer granted":
+                    self._send(200, b"{}")
+                else:
+                    realm = f"http://{outer.host}/token"
+                    challenge = f'Bearer realm="{realm}",service="test",scope="registry:catalog:*"'
+                    self._send(401, b"{}", {"WWW-Authenticate": challenge})
+
+            def _send(
+                self, status: int, body: bytes, headers: dict[str, str] | None = None
+            ) -> None:
+                self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+
+@pytest.fixture
+def token_registry() -> Iterator[TokenRegistry]:
+    registry = TokenRegistry()
+    registry.thread.start()
+    yield registry
+    registry.server.shutdown()
+    registry.server.server_close()
+
+
+def test_bearer_token_flow(token_registry: TokenRegistry) -> None:
+    client = Registry(token_registry.host, Credentials("ci", SECRET))
+    try:
+        client.ping()
+    finally:
+        client.close()
+    assert token_registry.scopes == ["/token?service=test&scope=registry%3Acatalog%3A%2A"]
+
+
+def test_refused_token_names_the_user_not_the_secret(token_registry: TokenRegistry) -> None:
+    client = Registry(token_registry.host, Credentials("ci", "wrong-" + SECRET))
+    with pytest.raises(RegistryError) as caught:
+        client.ping()
+    client.close()
+    message = str(caught.value)
+    assert f"the token service of {token_registry.host} refused the credentials for user 'ci'" in (
+        message
+    )
+    assert SECRET not in message
+
+
+def test_credentials_never_show_in_repr() -> None:
+    assert SECRET not in repr(Credentials("ci", SECRET))
+
+
+def test_credentials_from_the_environment_then_the_docker_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BUILDBOX_REGISTRY_USERNAME", raising=False)
+    monkeypatch.delenv("BUILDBOX_REGISTRY_PASSWORD", raising=False)
+    auth = base64.b64encode(f"robot:{SECRET}".encode()).decode()
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {"r.example.org": {"auth": auth}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    assert credentials_for("r.example.org") == Credentials("robot", SECRET)
+    assert credentials_for("other.example.org") is None
+    monkeypatch.setenv("BUILDBOX_REGISTRY_USERNAME", "ci")
+    monkeypatch.setenv("BUILDBOX_REGISTRY_PASSWORD", "from-env")
+    assert credentials_for("r.example.org") == Credentials("ci", "from-env")
+
+
+def test_references() -> None:
+    parsed = Reference.parse("127.0.0.1:5000/buildbox/centos7:v3@sha256:" + "a" * 64)
+    assert (parsed.host, parsed.repository, parsed.tag) == (
+        "127.0.0.1:5000",
+        "buildbox/centos7",
+        "v3",
+    )
+    assert str(parsed) == "127.0.0.1:5000/buildbox/centos7:v3@sha256:" + "a" * 64
+    with pytest.raises(Exception, match="does not name a registry host"):
+        Reference.parse("centos:7")
