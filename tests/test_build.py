@@ -52,7 +52,7 @@ def add_dockerfile_line(project: FixtureProject, line: str) -> None:
 def test_build_then_verify(fixture_project: FixtureProject, docker_client: Any) -> None:
     built = run_cli(fixture_project.root, "build", "--box=fixture")
     assert built.returncode == 0, built.stdout + built.stderr
-    assert "built fixture v1 (linux/amd64): sha256:" in built.stdout
+    assert re.search(r"built fixture v1 \(linux/amd64\) in [0-9.]+ s: sha256:", built.stdout)
     assert "Step 1/" in built.stdout, "the build log is streamed"
 
     image = docker_client.images.get(fixture_project.release_tag())

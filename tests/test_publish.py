@@ -153,7 +153,7 @@ def test_other_content_under_a_released_version_is_refused(
     build(publishing)
     refused = run_cli(publishing.root, "publish", "--box=fixture")
     assert refused.returncode == 1
-    assert f"fixture:v1 already points at {first}; this image is sha256:" in refused.stderr
+    assert f"fixture:v1 already points at {first}; this release is sha256:" in refused.stderr
     assert "The registry was not changed" in refused.stderr
     repository = publishing.registry.split("/", 1)[1] + "/fixture"
     assert tag_digest(registry, repository, "v1") == first
@@ -265,8 +265,11 @@ def test_release_record_ref_check_and_audit(
     assert entry["box"] == "fixture"
     assert entry["version"] == "1"
     assert entry["reference"].startswith(f"{publishing.registry}/fixture:v1@sha256:")
-    assert entry["sbom_path"] == "sbom/fixture/v1-linux-amd64.cdx.json"
-    assert (root / entry["sbom_path"]).is_file()
+    [(platform, facts)] = entry["platforms"].items()
+    assert platform == "linux/amd64"
+    assert facts["digest"] == entry["digest"], "one platform: the tag names the image itself"
+    assert facts["sbom_path"] == "sbom/fixture/v1-linux-amd64.cdx.json"
+    assert (root / facts["sbom_path"]).is_file()
     assert skopeo(f"{publishing.registry}/fixture:v1")["Digest"] == entry["digest"]
 
     assert run_cli(root, "ref", "--box=fixture").stdout.strip() == entry["reference"]
@@ -298,7 +301,7 @@ def test_release_record_ref_check_and_audit(
          f"docker://{busybox_base.ref}", f"docker://{publishing.registry}/fixture:v1"],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
-    sbom_file = root / entry["sbom_path"]
+    sbom_file = root / facts["sbom_path"]
     sbom_file.write_text(sbom_file.read_text().replace('"fixture"', '"tampered"'))
     drifted = run_cli(root, "audit", "--box=fixture")
     assert drifted.returncode == 1

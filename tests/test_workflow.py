@@ -92,9 +92,10 @@ def test_matrix_leaves_out_released_versions(two_boxes: Path) -> None:
     digest = next(box["inputs_digest"] for box in listed if box["box"] == "other")
     entry = {
         "box": "other", "version": "2", "reference": "r.example/b/other:v2@sha256:" + "1" * 64,
-        "digest": "sha256:" + "1" * 64, "inputs_digest": digest, "platform": "linux/amd64",
-        "sbom_path": "sbom/other/v2-linux-amd64.cdx.json", "sbom_digest": "sha256:" + "2" * 64,
-        "revision": "0" * 40,
+        "digest": "sha256:" + "1" * 64, "inputs_digest": digest, "revision": "0" * 40,
+        "platforms": {"linux/amd64": {
+            "digest": "sha256:" + "1" * 64, "sbom_path": "sbom/other/v2-linux-amd64.cdx.json",
+            "sbom_digest": "sha256:" + "2" * 64}},
     }  # fmt: skip
     (two_boxes / RECORD_FILE).write_text(json.dumps({"releases": [entry]}))
     result = run_cli(two_boxes, "matrix")

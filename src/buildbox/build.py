@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import platform as host
 import re
 import tempfile
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import docker.errors
@@ -20,6 +22,7 @@ from buildbox.fetch import Fetcher, wanted_for
 from buildbox.inputs import inputs_digest
 from buildbox.project import Project
 from buildbox.refs import is_pinned
+from buildbox.registry import DOCKER_LIST, OCI_INDEX, Reference, Registry, credentials_for
 from buildbox.source import Revision
 
 LABEL_BOX = "dev.buildbox.box"
@@ -30,6 +33,8 @@ LABEL_PLATFORM = "dev.buildbox.platform"
 LABEL_FLOATING_BASE = "dev.buildbox.floating-base"
 
 _HOST_PLATFORMS = {"x86_64": "linux/amd64", "amd64": "linux/amd64", "aarch64": "linux/arm64"}
+#: The names qemu-user-static registers its binfmt handlers under.
+_QEMU_NAMES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64", "linux/arm/v7": "arm"}
 _TAIL_LINES = 25
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 #: Build-log lines about the engine's own bookkeeping, left out of a failure's tail.
@@ -183,25 +188,75 @@ def up_to_date_image(client: Any, box: Box, digest: str) -> str | None:
     return str(images[0].id) if images else None
 
 
-def ensure_base(client: Any, base: str, allow_floating: bool) -> None:
-    """The base image is local, or is pulled now; a floating base only when allowed."""
+def check_emulation(platform: str) -> None:
+    """A platform other than this machine's builds only where the kernel can run its binaries."""
+    native = host_platform()
+    if platform == native:
+        return
+    arch = _QEMU_NAMES.get(platform, platform.rsplit("/", 1)[-1])
+    handler = Path("/proc/sys/fs/binfmt_misc") / f"qemu-{arch}"
+    try:
+        enabled = handler.read_text().splitlines()[0] == "enabled"
+    except (OSError, IndexError):
+        enabled = False
+    if not enabled:
+        raise BuildboxError(
+            f"building {platform} on this {native} machine needs emulation, and no binfmt "
+            f"handler for {arch} is registered ({handler}). On Debian or Ubuntu: "
+            "apt-get install qemu-user-static binfmt-support (then `update-binfmts --enable`)."
+        )
+
+
+def platform_base(base: str, platform: str) -> str:
+    """The base image for one platform: a multi-platform index resolved to that platform's image.
+
+    Falls back to ``base`` itself when it is a single image or its registry cannot be asked (the
+    engine may then still have it locally, or pull it).
+    """
+    if not is_pinned(base):
+        return base
+    try:
+        reference = Reference.parse(base)
+    except BuildboxError:
+        return base
+    registry = Registry(reference.host, credentials_for(reference.host), timeout=30)
+    try:
+        found = registry.get_manifest(reference.repository, reference.digest or "")
+    except BuildboxError:
+        return base
+    finally:
+        registry.close()
+    if found is None or found[1] not in (OCI_INDEX, DOCKER_LIST):
+        return base
+    os_name, _, arch = platform.partition("/")
+    for entry in json.loads(found[0]).get("manifests", []):
+        wanted = entry.get("platform", {})
+        if (wanted.get("os"), wanted.get("architecture")) == (os_name, arch.split("/")[0]):
+            return f"{reference.name}@{entry['digest']}"
+    raise BuildboxError(f"the base image {base} has no {platform} image")
+
+
+def ensure_base(client: Any, base: str, platform: str, allow_floating: bool) -> str:
+    """The base image reference to build ``platform`` from: local, or pulled now."""
     if not is_pinned(base) and not allow_floating:
         raise BuildboxError(
             f"base image {base!r} is not pinned by digest; pin it in box.yaml, or pass "
             "--allow-floating-base for a local experiment (such an image can never be released)"
         )
+    chosen = platform_base(base, platform)
     try:
-        client.images.get(base)
-        return
+        client.images.get(chosen)
+        return chosen
     except docker.errors.ImageNotFound:
         pass
     try:
-        client.images.pull(base)
+        client.images.pull(chosen, platform=platform)
     except docker.errors.APIError as error:
         raise BuildboxError(
-            f"cannot pull the base image {base}: {error.explanation or error}. Is its registry "
+            f"cannot pull the base image {chosen}: {error.explanation or error}. Is its registry "
             "reachable from the Docker engine (or mirrored)?"
         ) from None
+    return chosen
 
 
 def build_box(
@@ -230,12 +285,13 @@ def build_box(
     reuse = not (force or no_cache) and is_pinned(box.base)
     existing = up_to_date_image(client, box, digest) if reuse else None
     if existing is None:
-        ensure_base(client, box.base, allow_floating_base)
+        check_emulation(platform)
+        base = ensure_base(client, box.base, platform, allow_floating_base)
         fetched = fetcher.fetch_all(wanted_for([box], project.library, platform))
         artifacts = {f.wanted.sha256: f.path for f in fetched}
         context = assemble(box, project.library, project.settings, platform, artifacts)
         request = BuildRequest(
-            context, box.base, box.network, labels(box, platform, digest, revision), no_cache
+            context, base, box.network, labels(box, platform, digest, revision), no_cache
         )
         image_id = (builder or ClassicBuilder(client)).build(request, log)
     else:

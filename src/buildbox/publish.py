@@ -256,17 +256,49 @@ def find_sbom(registry: Registry, repository: str, subject: str) -> bytes | None
 
 
 @dataclass(frozen=True)
+class PlatformImage:
+    """One platform's image, ready to push, with its SBOM."""
+
+    platform: str
+    image: PreparedImage
+    sbom: bytes
+    sbom_title: str
+
+
+@dataclass(frozen=True)
 class Published:
     repository: str  # host/repository
     tag: str
+    #: What the tag names: the image manifest for one platform, the OCI index for several.
     digest: str
-    sbom_digest: str
-    #: False when the tag already pointed at this very image (nothing new was pushed to it).
+    #: Per platform: (image manifest digest, SBOM artifact digest).
+    platforms: dict[str, tuple[str, str]]
+    #: False when the tag already named this very content (nothing new was tagged).
     tagged_now: bool
 
     @property
     def reference(self) -> str:
         return f"{self.repository}:{self.tag}@{self.digest}"
+
+
+def index_manifest(images: list[PlatformImage]) -> bytes:
+    """An OCI image index over the platform images, in platform order."""
+    entries = []
+    for entry in sorted(images, key=lambda i: i.platform):
+        os_name, _, rest = entry.platform.partition("/")
+        architecture, _, variant = rest.partition("/")
+        platform = {"architecture": architecture, "os": os_name}
+        if variant:
+            platform["variant"] = variant
+        entries.append({**entry.image.descriptor.as_dict(), "platform": platform})
+    return _canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
+
+
+def top_manifest(images: list[PlatformImage]) -> tuple[bytes, str]:
+    """What the tag will name: the image itself for one platform, an index for several."""
+    if len(images) == 1:
+        return images[0].image.manifest, OCI_MANIFEST
+    return index_manifest(images), OCI_INDEX
 
 
 def check_tag(registry: Registry, repository: str, tag: str, digest: str) -> bool:
@@ -276,7 +308,7 @@ def check_tag(registry: Registry, repository: str, tag: str, digest: str) -> boo
         return False
     if existing != digest:
         raise BuildboxError(
-            f"{registry.host}/{repository}:{tag} already points at {existing}; this image is "
+            f"{registry.host}/{repository}:{tag} already points at {existing}; this release is "
             f"{digest}. A released version is immutable: bump the box's version to publish "
             "new content. The registry was not changed."
         )
@@ -287,26 +319,35 @@ def publish(
     registry: Registry,
     repository: str,
     tag: str,
-    image: PreparedImage,
-    sbom: bytes,
-    sbom_title: str,
+    images: list[PlatformImage],
     created: str,
     *,
     immutable: bool = True,
 ) -> Published:
-    """Push image and SBOM, then the tag; re-read the tag and fail loudly if it moved."""
-    already = check_tag(registry, repository, tag, image.digest) if immutable else False
-    push_image(registry, repository, image)
-    sbom_digest = attach_sbom(registry, repository, image.descriptor, sbom, sbom_title, created)
+    """Push every platform image and its SBOM, the index if several, then the tag; re-read it."""
+    top, media_type = top_manifest(images)
+    digest = digest_of(top)
+    already = check_tag(registry, repository, tag, digest) if immutable else False
+    platforms = {}
+    for entry in images:
+        push_image(registry, repository, entry.image)
+        platforms[entry.platform] = (
+            entry.image.digest,
+            attach_sbom(
+                registry, repository, entry.image.descriptor, entry.sbom, entry.sbom_title, created
+            ),
+        )
+    if media_type == OCI_INDEX:
+        registry.put_manifest(repository, digest, top, OCI_INDEX)
     if not already:
-        registry.put_manifest(repository, tag, image.manifest, OCI_MANIFEST)
+        registry.put_manifest(repository, tag, top, media_type)
     now = registry.manifest_digest(repository, tag)
-    if now != image.digest:
+    if now != digest:
         raise RegistryError(
             f"after tagging, {registry.host}/{repository}:{tag} points at {now}, not "
-            f"{image.digest}: someone else wrote the tag at the same time. Investigate before "
-            "anyone pins it."
+            f"{digest}: someone else wrote the tag at the same time. Investigate before anyone "
+            "pins it."
         )
     return Published(
-        f"{registry.host}/{repository}", tag, image.digest, sbom_digest, tagged_now=not already
+        f"{registry.host}/{repository}", tag, digest, platforms, tagged_now=not already
     )

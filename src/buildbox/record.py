@@ -1,7 +1,8 @@
 """The release record, ``buildbox.lock.json``: every released box version, committed.
 
-One entry per (box, version): the pinned reference (``host/repo:tag@digest``), the inputs digest
-it was built from, its SBOM's path and sha256, and the source revision. Written atomically.
+One entry per (box, version): the pinned reference (``host/repo:tag@digest``; the digest of the
+OCI index when the box has several platforms), the inputs digest it was built from, the source
+revision, and per platform the image digest and its SBOM's path and sha256. Written atomically.
 """
 
 from __future__ import annotations
@@ -17,20 +18,35 @@ RECORD_FILE = "buildbox.lock.json"
 
 
 @dataclass(frozen=True)
+class PlatformRelease:
+    digest: str
+    sbom_path: str
+    sbom_digest: str
+
+
+@dataclass(frozen=True)
 class Release:
     box: str
     version: str
     reference: str
     digest: str
     inputs_digest: str
-    platform: str
-    sbom_path: str
-    sbom_digest: str
     revision: str
+    platforms: dict[str, PlatformRelease]
 
     @property
     def tag(self) -> str:
         return f"v{self.version}"
+
+    def platform_reference(self, platform: str) -> str:
+        """``repo:tag@<that platform's image digest>``."""
+        found = self.platforms.get(platform)
+        if found is None:
+            raise BuildboxError(
+                f"{self.box} {self.tag} has no {platform} image; it has "
+                f"{', '.join(sorted(self.platforms))}"
+            )
+        return f"{self.reference.rsplit('@', 1)[0]}@{found.digest}"
 
 
 def _order(release: Release) -> tuple[str, tuple[int, ...]]:
@@ -43,7 +59,17 @@ def load(root: Path) -> list[Release]:
         return []
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))["releases"]
-        return [Release(**entry) for entry in entries]
+        return [
+            Release(
+                **{
+                    **entry,
+                    "platforms": {
+                        name: PlatformRelease(**facts) for name, facts in entry["platforms"].items()
+                    },
+                }
+            )
+            for entry in entries
+        ]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise BuildboxError(
             f"{RECORD_FILE} cannot be read ({error}); restore it from git"

@@ -145,7 +145,9 @@ class Registry:
         self.host = host
         self.credentials = credentials
         scheme = "http" if (is_plain_http(host) if insecure is None else insecure) else "https"
-        self.base = f"{scheme}://{host}"
+        # Docker Hub's images are named docker.io/...; its API answers at registry-1.docker.io.
+        api_host = "registry-1.docker.io" if host in ("docker.io", "index.docker.io") else host
+        self.base = f"{scheme}://{api_host}"
         self.timeout = timeout
         self.http = requests.Session()
         retry = Retry(total=3, connect=3, read=0, status=0, backoff_factor=0.2,

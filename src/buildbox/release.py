@@ -1,4 +1,8 @@
-"""Releases: publish a verified image with its SBOM, record it, and audit what was recorded."""
+"""Releases: publish verified images with their SBOMs, record them, and audit the record.
+
+A box with several platforms is released as one OCI image index under one immutable tag; each
+platform image carries its own SBOM.
+"""
 
 from __future__ import annotations
 
@@ -37,19 +41,14 @@ def release_repository(project: Project, box: Box, dev: bool = False) -> Referen
 @dataclass(frozen=True)
 class Outcome:
     published: publish.Published
-    sbom_text: str
+    #: Per platform, the SBOM text that was attached.
+    sboms: dict[str, str]
 
 
-def publish_box(
-    project: Project,
-    box: Box,
-    platform: str,
-    *,
-    client: Any,
-    revision: Revision,
-    dev: bool = False,
-) -> Outcome:
-    """Verify the local image, then push it and its SBOM (release tag, or the dev location)."""
+def prepare_platform(
+    project: Project, box: Box, platform: str, *, client: Any, revision: Revision, dev: bool
+) -> tuple[publish.PreparedImage, Any, Any]:
+    """Verify one platform's local image and export it: (prepared image, image, verify report)."""
     local = local_tags(project.settings.registry, box, platform, revision)[0]
     report = verify_image(client, project, box, local)
     failed = [f"{check.name}: {check.detail}" for check in report.checks if not check.ok]
@@ -63,17 +62,30 @@ def publish_box(
             f"{local} was built from a floating base ({box.base}); it can never be released. "
             "Pin the base by digest in box.yaml and build again."
         )
-    prepared = publish.prepare(client, image.id, project.settings.cache_dir)
+    return publish.prepare(client, image.id, project.settings.cache_dir), image, report
+
+
+def publish_box(
+    project: Project, box: Box, *, client: Any, revision: Revision, dev: bool = False
+) -> Outcome:
+    """Verify every platform's local image, then push them, their SBOMs and the tag."""
     target = release_repository(project, box, dev)
-    facts = sbom.ImageFacts(
-        image_id=image.id,
-        platform=platform,
-        inputs_digest=image.labels.get(LABEL_INPUTS, ""),
-        repository=target.name,
-        digest=prepared.digest,
-    )
-    bom = sbom.build_bom(project, box, facts, report, inventory(client, image.id), revision)
-    text = sbom.render(bom)
+    images, texts = [], {}
+    for platform in box.platforms:
+        prepared, image, report = prepare_platform(
+            project, box, platform, client=client, revision=revision, dev=dev
+        )
+        facts = sbom.ImageFacts(
+            image_id=image.id,
+            platform=platform,
+            inputs_digest=image.labels.get(LABEL_INPUTS, ""),
+            repository=target.name,
+            digest=prepared.digest,
+        )
+        bom = sbom.build_bom(project, box, facts, report, inventory(client, image.id), revision)
+        texts[platform] = sbom.render(bom)
+        title = sbom.sbom_path(project, box, platform).name
+        images.append(publish.PlatformImage(platform, prepared, texts[platform].encode(), title))
     if dev:
         commit = revision.commit[:12] if revision.commit else "local"
         tag = f"{commit}-dirty" if revision.dirty else commit
@@ -82,24 +94,16 @@ def publish_box(
     registry = registry_for(target)
     try:
         published = publish.publish(
-            registry,
-            target.repository,
-            tag,
-            prepared,
-            text.encode(),
-            sbom.sbom_path(project, box, platform).name,
-            revision.timestamp,
-            immutable=not dev,
+            registry, target.repository, tag, images, revision.timestamp, immutable=not dev
         )
     finally:
         registry.close()
-    return Outcome(published, text)
+    return Outcome(published, texts)
 
 
 def release_box(
     project: Project,
     box: Box,
-    platform: str,
     *,
     client: Any,
     fetcher: Fetcher,
@@ -132,20 +136,28 @@ def release_box(
         )
     if not is_pinned(box.base):
         raise BuildboxError(f"the base of {box.name} is not pinned by digest: {box.base}")
-    build_box(project, box, platform, client=client, fetcher=fetcher, revision=revision, log=log)
-    outcome = publish_box(project, box, platform, client=client, revision=revision)
-    path = sbom.sbom_path(project, box, platform)
-    sbom.write(path, outcome.sbom_text)
+    for platform in box.platforms:
+        build_box(
+            project, box, platform, client=client, fetcher=fetcher, revision=revision, log=log
+        )
+    outcome = publish_box(project, box, client=client, revision=revision)
+    platforms = {}
+    for platform, text in outcome.sboms.items():
+        path = sbom.sbom_path(project, box, platform)
+        sbom.write(path, text)
+        platforms[platform] = record.PlatformRelease(
+            digest=outcome.published.platforms[platform][0],
+            sbom_path=path.relative_to(project.settings.root).as_posix(),
+            sbom_digest="sha256:" + hashlib.sha256(text.encode()).hexdigest(),
+        )
     release = record.Release(
         box=box.name,
         version=box.version,
         reference=outcome.published.reference,
         digest=outcome.published.digest,
         inputs_digest=digest,
-        platform=platform,
-        sbom_path=path.relative_to(project.settings.root).as_posix(),
-        sbom_digest="sha256:" + hashlib.sha256(outcome.sbom_text.encode()).hexdigest(),
         revision=revision.label,
+        platforms=platforms,
     )
     record.add(project.settings.root, release)
     return release, True
@@ -155,17 +167,6 @@ def audit_release(settings: Settings, release: record.Release) -> list[str]:
     """What no longer holds for a recorded release (empty when everything does)."""
     problems = []
     reference = Reference.parse(release.reference)
-    sbom_file = settings.root / release.sbom_path
-    committed = sbom_file.read_bytes() if sbom_file.is_file() else None
-    if committed is None:
-        problems.append(f"the committed SBOM {release.sbom_path} is missing")
-    elif "sha256:" + hashlib.sha256(committed).hexdigest() != release.sbom_digest:
-        problems.append(f"{release.sbom_path} differs from the recorded sha256")
-    else:
-        try:
-            sbom.validate(committed.decode())
-        except BuildboxError as error:
-            problems.append(f"{release.sbom_path}: {error}")
     registry = registry_for(reference)
     try:
         now = registry.manifest_digest(reference.repository, reference.tag or release.tag)
@@ -174,11 +175,35 @@ def audit_release(settings: Settings, release: record.Release) -> list[str]:
                 f"{reference.name}:{reference.tag} points at {now or 'nothing'}, "
                 f"recorded {release.digest}"
             )
-        attached = publish.find_sbom(registry, reference.repository, release.digest)
-        if attached is None:
-            problems.append(f"no SBOM is attached to {reference.name}@{release.digest}")
-        elif committed is not None and attached != committed:
-            problems.append(f"the SBOM attached in the registry differs from {release.sbom_path}")
+        for platform, facts in sorted(release.platforms.items()):
+            problems += _audit_platform(settings, registry, reference, platform, facts)
     finally:
         registry.close()
+    return problems
+
+
+def _audit_platform(
+    settings: Settings,
+    registry: Registry,
+    reference: Reference,
+    platform: str,
+    facts: record.PlatformRelease,
+) -> list[str]:
+    problems = []
+    sbom_file = settings.root / facts.sbom_path
+    committed = sbom_file.read_bytes() if sbom_file.is_file() else None
+    if committed is None:
+        problems.append(f"the committed SBOM {facts.sbom_path} is missing")
+    elif "sha256:" + hashlib.sha256(committed).hexdigest() != facts.sbom_digest:
+        problems.append(f"{facts.sbom_path} differs from the recorded sha256")
+    else:
+        try:
+            sbom.validate(committed.decode())
+        except BuildboxError as error:
+            problems.append(f"{facts.sbom_path}: {error}")
+    attached = publish.find_sbom(registry, reference.repository, facts.digest)
+    if attached is None:
+        problems.append(f"no SBOM is attached to the {platform} image {facts.digest}")
+    elif committed is not None and attached != committed:
+        problems.append(f"the SBOM attached to the {platform} image differs from {facts.sbom_path}")
     return problems

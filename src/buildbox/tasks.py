@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
@@ -170,23 +171,22 @@ def bump(
         )
 
 
-def _one_platform(box: Box, platform: str | None) -> str:
-    """The platform asked for, else this machine's when the box builds for it."""
-    if platform:
-        return platform
-    native = build_stage.host_platform()
-    if native not in box.platforms:
+def _platforms(box: Box, platform: str | None) -> tuple[str, ...]:
+    """The platform asked for (which the box must build), else all of the box's platforms."""
+    if platform is None:
+        return box.platforms
+    if platform not in box.platforms:
         raise BuildboxError(
-            f"box {box.name} does not build for this machine's platform ({native}); "
-            f"pass --platform (one of {', '.join(box.platforms)})"
+            f"box {box.name} does not build for {platform}; its platforms are "
+            f"{', '.join(box.platforms)}"
         )
-    return native
+    return (platform,)
 
 
 @task(
     help={
         "box": "The box to build (a directory name under buildboxes/).",
-        "platform": "The platform to build, e.g. linux/amd64 (default: this machine's).",
+        "platform": "Build only this platform, e.g. linux/arm64 (default: all of the box's).",
         "no_cache": "Build every step again, ignoring the engine's layer cache.",
         "force": "Build even when a local image already has the same inputs digest.",
         "allow_floating_base": "Accept a base image not pinned by digest (never releasable).",
@@ -201,73 +201,84 @@ def build(
     force: bool = False,
     allow_floating_base: bool = False,
 ) -> None:
-    """Fetch (verified) and build a box with the Docker engine; tag it when it succeeded."""
+    """Fetch (verified) and build a box with the Docker engine; tag it when it succeeded.
+
+    Platforms other than this machine's build under emulation (qemu-user-static).
+    """
     if not box:
         raise BuildboxError("build needs --box=NAME (see `invoke list`)")
     settings = _settings(ctx)
     project = project_stage.load(settings, allow_floating_base=allow_floating_base)
     chosen = project.box(box)
-    target = _one_platform(chosen, platform)
-    progress = output.fetch_progress(sys.stderr, len(chosen.components))
+    targets = _platforms(chosen, platform)
+    revision = source.revision(settings.root)
+    progress = output.fetch_progress(sys.stderr, len(chosen.components) * len(targets))
     with progress, engine.connected() as client:
-        result = build_stage.build_box(
-            project,
-            chosen,
-            target,
-            client=client,
-            fetcher=fetch_stage.Fetcher(settings, progress),
-            revision=source.revision(settings.root),
-            no_cache=no_cache,
-            force=force,
-            allow_floating_base=allow_floating_base,
-        )
-    what = f"{chosen.name} {chosen.release_tag} ({target})"
-    if result.skipped:
-        print(
-            f"{what} is up to date: image {result.image_id} has inputs digest "
-            f"{result.inputs_digest}; nothing was sent to the engine (--force rebuilds)"
-        )
-    else:
-        print(f"built {what}: {result.image_id}")
-    print(f"tagged {', '.join(result.tags)}")
+        for target in targets:
+            started = time.monotonic()
+            result = build_stage.build_box(
+                project,
+                chosen,
+                target,
+                client=client,
+                fetcher=fetch_stage.Fetcher(settings, progress),
+                revision=revision,
+                no_cache=no_cache,
+                force=force,
+                allow_floating_base=allow_floating_base,
+            )
+            what = f"{chosen.name} {chosen.release_tag} ({target})"
+            if result.skipped:
+                print(
+                    f"{what} is up to date: image {result.image_id} has inputs digest "
+                    f"{result.inputs_digest}; nothing was sent to the engine (--force rebuilds)"
+                )
+            else:
+                print(f"built {what} in {time.monotonic() - started:.1f} s: {result.image_id}")
+            print(f"tagged {', '.join(result.tags)}")
 
 
 @task(
     help={
-        "box": "The box whose image to verify.",
-        "image": "The image to verify (default: the box's local release tag).",
-        "platform": "Which platform's local image (default: this machine's).",
+        "box": "The box whose images to verify.",
+        "image": "Verify this image instead of the box's local release tags.",
+        "platform": "Verify only this platform's image (default: all of the box's).",
     }
 )
 @_fails_cleanly
 def verify(
     ctx: Context, box: str | None = None, image: str | None = None, platform: str | None = None
 ) -> None:
-    """Run the image once and check its labels and that every tool reports its pinned version."""
+    """Run each image once and check its labels and that every tool reports its pinned version."""
     if not box:
         raise BuildboxError("verify needs --box=NAME (see `invoke list`)")
     settings = _settings(ctx)
     project = project_stage.load(settings)
     chosen = project.box(box)
-    if image is None:
-        revision = source.revision(settings.root)
-        target = _one_platform(chosen, platform)
-        image = build_stage.local_tags(settings.registry, chosen, target, revision)[0]
+    revision = source.revision(settings.root)
+    images = [image] if image else [
+        build_stage.local_tags(settings.registry, chosen, target, revision)[0]
+        for target in _platforms(chosen, platform)
+    ]  # fmt: skip
+    failed = total = 0
     with engine.connected() as client:
-        report = verify_stage.verify_image(client, project, chosen, image)
-    for check in report.checks:
-        print(f"{'PASS' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
-    failed = [check for check in report.checks if not check.ok]
+        for reference in images:
+            report = verify_stage.verify_image(client, project, chosen, reference)
+            print(f"{reference} ({report.platform}):")
+            for check in report.checks:
+                print(f"{'PASS' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
+            failed += sum(not check.ok for check in report.checks)
+            total += len(report.checks)
     if failed:
-        raise Exit(f"verify: {len(failed)} of {len(report.checks)} checks failed for {image}", 1)
-    print(f"verify: all {len(report.checks)} checks passed for {image} ({report.platform})")
+        raise Exit(f"verify: {failed} of {total} checks failed", 1)
+    print(f"verify: all {total} checks passed ({len(images)} image(s))")
 
 
 @task(
     help={
-        "box": "The box whose image to describe.",
-        "image": "The image (default: the box's local release tag for the platform).",
-        "platform": "Which platform's image (default: this machine's).",
+        "box": "The box whose images to describe.",
+        "image": "Describe this image instead of the box's local release tag(s).",
+        "platform": "Only this platform's image (default: all of the box's).",
         "output": "Where to write it (default: sbom/<box>/v<N>-<os>-<arch>.cdx.json; -: stdout).",
     }
 )
@@ -279,23 +290,28 @@ def sbom(
     platform: str | None = None,
     output_: str | None = None,
 ) -> None:
-    """Write the CycloneDX 1.6 SBOM of a built, verified image (validated before writing)."""
+    """Write the CycloneDX 1.6 SBOM of each built, verified image (validated before writing)."""
     if not box:
         raise BuildboxError("sbom needs --box=NAME (see `invoke list`)")
     settings = _settings(ctx)
     project = project_stage.load(settings)
     chosen = project.box(box)
-    target = _one_platform(chosen, platform)
     revision = source.revision(settings.root)
-    image = image or build_stage.local_tags(settings.registry, chosen, target, revision)[0]
+    targets = _platforms(chosen, platform)
+    if (image or output_) and len(targets) > 1:
+        raise BuildboxError("--image and --output describe one image: add --platform")
     with engine.connected() as client:
-        text = sbom_stage.describe_image(client, project, chosen, image, revision)
-    if output_ == "-":
-        sys.stdout.write(text)
-        return
-    path = Path(output_) if output_ else sbom_stage.sbom_path(project, chosen, target)
-    sbom_stage.write(path, text)
-    print(f"wrote {settings.shown(path.resolve())} (CycloneDX 1.6, valid)")
+        for target in targets:
+            reference = (
+                image or build_stage.local_tags(settings.registry, chosen, target, revision)[0]
+            )
+            text = sbom_stage.describe_image(client, project, chosen, reference, revision)
+            if output_ == "-":
+                sys.stdout.write(text)
+                continue
+            path = Path(output_) if output_ else sbom_stage.sbom_path(project, chosen, target)
+            sbom_stage.write(path, text)
+            print(f"wrote {settings.shown(path.resolve())} (CycloneDX 1.6, valid)")
 
 
 @task(
@@ -344,60 +360,54 @@ def sbom_diff(
 
 @task(
     help={
-        "box": "The box whose built, verified image to publish.",
-        "platform": "Which platform's image (default: this machine's).",
+        "box": "The box whose built, verified images (all its platforms) to publish.",
         "dev": "Push to the mutable dev location <registry>/<box>-dev:<commit> instead.",
     }
 )
 @_fails_cleanly
-def publish(
-    ctx: Context, box: str | None = None, platform: str | None = None, dev: bool = False
-) -> None:
-    """Push the image and its SBOM under the box's immutable release tag (tag written last)."""
+def publish(ctx: Context, box: str | None = None, dev: bool = False) -> None:
+    """Push the images and their SBOMs under the box's immutable release tag (written last).
+
+    Several platforms are published as one OCI image index.
+    """
     if not box:
         raise BuildboxError("publish needs --box=NAME (see `invoke list`)")
     settings = _settings(ctx)
     project = project_stage.load(settings)
     chosen = project.box(box)
-    target = _one_platform(chosen, platform)
     with engine.connected() as client:
         outcome = release_stage.publish_box(
-            project, chosen, target, client=client, revision=source.revision(settings.root), dev=dev
+            project, chosen, client=client, revision=source.revision(settings.root), dev=dev
         )
     published = outcome.published
     state = "published" if published.tagged_now else "already published (unchanged)"
     print(f"{state}: {published.reference}")
-    print(f"sbom: {published.repository}@{published.sbom_digest} (refers to {published.digest})")
+    for target, (digest, sbom_digest) in sorted(published.platforms.items()):
+        print(f"  {target}: {digest}, sbom {sbom_digest}")
 
 
-@task(
-    help={
-        "box": "The box to release (its current version in box.yaml).",
-        "platform": "Which platform (default: this machine's).",
-    }
-)
+@task(help={"box": "The box to release (its current version in box.yaml, all its platforms)."})
 @_fails_cleanly
-def release(ctx: Context, box: str | None = None, platform: str | None = None) -> None:
-    """Build, verify, write the SBOM, publish and record a box version: the one push-button."""
+def release(ctx: Context, box: str | None = None) -> None:
+    """Build, verify, write the SBOMs, publish and record a box version: the one push-button."""
     if not box:
         raise BuildboxError("release needs --box=NAME (see `invoke list`)")
     settings = _settings(ctx)
     project = project_stage.load(settings)
     chosen = project.box(box)
-    target = _one_platform(chosen, platform)
-    progress = output.fetch_progress(sys.stderr, len(chosen.components))
+    progress = output.fetch_progress(sys.stderr, len(chosen.components) * len(chosen.platforms))
     with progress, engine.connected() as client:
         done, new = release_stage.release_box(
             project,
             chosen,
-            target,
             client=client,
             fetcher=fetch_stage.Fetcher(settings, progress),
             revision=source.revision(settings.root),
         )
     if new:
         print(f"released {done.reference}")
-        print(f"recorded in {record_stage.RECORD_FILE}; SBOM at {done.sbom_path}: commit both")
+        sboms = ", ".join(facts.sbom_path for facts in done.platforms.values())
+        print(f"recorded in {record_stage.RECORD_FILE}; SBOMs: {sboms}: commit them")
     else:
         print(f"{chosen.name} {chosen.release_tag} is already released: {done.reference}")
 
@@ -406,12 +416,17 @@ def release(ctx: Context, box: str | None = None, platform: str | None = None) -
     help={
         "box": "The box whose pinned reference to print.",
         "version": "Which released version (default: the latest), e.g. 3 or v3.",
+        "platform": "Print that platform's image instead of the multi-platform index.",
         "json": "Print the release record entry as JSON.",
     }
 )
 @_fails_cleanly
 def ref(
-    ctx: Context, box: str | None = None, version: str | None = None, json_: bool = False
+    ctx: Context,
+    box: str | None = None,
+    version: str | None = None,
+    platform: str | None = None,
+    json_: bool = False,
 ) -> None:
     """Print the pinned reference of a released box (repo:tag@sha256:...) for consumers to use."""
     if not box:
@@ -422,7 +437,10 @@ def ref(
     if found is None:
         which = f"version {version}" if version else "any version"
         raise BuildboxError(f"no release of {box} ({which}) in {record_stage.RECORD_FILE}")
-    print(json.dumps(dataclasses.asdict(found), indent=2) if json_ else found.reference)
+    if json_:
+        print(json.dumps(dataclasses.asdict(found), indent=2))
+    else:
+        print(found.platform_reference(platform) if platform else found.reference)
 
 
 @task(help={"box": "Audit only this box's releases (default: all)."})
