@@ -47,9 +47,8 @@ def main() -> None:
         def publish_once() -> float:
             started = time.perf_counter()
             prepared = publish.prepare(client, image.id, scratch / "cache")
-            publish.publish(
-                remote, "bench/payload", "v1", prepared, sbom, "sbom.json", "1970-01-01T00:00:00Z"
-            )
+            entry = publish.PlatformImage("linux/amd64", prepared, sbom, "sbom.json")
+            publish.publish(remote, "bench/payload", "v1", [entry], "1970-01-01T00:00:00Z")
             return time.perf_counter() - started
 
         first = publish_once()
