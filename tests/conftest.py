@@ -8,6 +8,8 @@ run the unit tests.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -144,6 +146,68 @@ def busybox_base(
     for name in (f"{repository}:latest", base.ref):
         with contextlib.suppress(docker.errors.APIError):
             docker_client.images.remove(name)
+
+
+ARM64_BUSYBOX = Path(
+    os.environ.get("BUILDBOX_TEST_BUSYBOX_ARM64", "/var/cache/buildbox-test/busybox-arm64")
+)
+BASE_DOCKERFILE = (
+    "FROM scratch\n"
+    "COPY busybox /bin/busybox\n"
+    'RUN ["/bin/busybox", "mkdir", "-p", "/sbin", "/usr/bin", "/usr/sbin", "/tmp"]\n'
+    'RUN ["/bin/busybox", "--install", "-s"]\n'
+)
+
+
+@pytest.fixture(scope="session")
+def multiarch_base(
+    docker_client: Any, registry: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BaseImage]:
+    """A busybox base for linux/amd64 and linux/arm64, pushed as one OCI index, pinned by digest.
+
+    The arm64 busybox comes from Debian (`apt-get download busybox-static:arm64`; .ci/run fetches
+    it), and its RUN steps run under qemu-user-static emulation.
+    """
+    from buildbox.build import check_emulation
+    from buildbox.errors import BuildboxError
+    from buildbox.registry import OCI_INDEX
+    from buildbox.registry import Registry as RegistryClient
+
+    if not ARM64_BUSYBOX.is_file():
+        missing(f"{ARM64_BUSYBOX} is missing (.ci/run extracts it from busybox-static:arm64)")
+    try:
+        check_emulation("linux/arm64")
+    except BuildboxError as error:
+        missing(str(error))
+    repository = f"{registry.host}/multiarch-base"
+    entries = []
+    client = RegistryClient(registry.host)
+    for platform, busybox in (("linux/amd64", BUSYBOX), ("linux/arm64", ARM64_BUSYBOX)):
+        arch = platform.split("/")[1]
+        context = tmp_path_factory.mktemp(f"base-{arch}")
+        shutil.copy(busybox, context / "busybox")
+        (context / "Dockerfile").write_text(BASE_DOCKERFILE)
+        docker_client.images.build(
+            path=str(context),
+            tag=f"{repository}:{arch}",
+            network_mode="none",
+            platform=platform,
+            rm=True,
+        )
+        digest = push(docker_client, repository, arch)
+        found = client.get_manifest("multiarch-base", digest)
+        assert found is not None
+        entries.append(
+            {"mediaType": found[1], "digest": digest, "size": len(found[0]),
+             "platform": {"architecture": arch, "os": "linux"}}
+        )  # fmt: skip
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+    client.put_manifest("multiarch-base", "latest", index, OCI_INDEX)
+    client.close()
+    yield BaseImage(repository, "sha256:" + hashlib.sha256(index).hexdigest())
+    for arch in ("amd64", "arm64"):
+        with contextlib.suppress(docker.errors.APIError):
+            docker_client.images.remove(f"{repository}:{arch}")
 
 
 HELLO_VERSION = "1.0"

@@ -1,0 +1,75 @@
+"""Helpers for tests that publish: git repositories, registry look-ups, clean-up."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import requests
+
+from buildbox.registry import MANIFEST_ACCEPT
+from conftest import FixtureProject
+from projects import run_cli
+from registry import Registry
+
+GIT = ["git", "-c", "user.email=ci@example.org", "-c", "user.name=CI"]
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run([*GIT, "-C", str(root), *args], check=True, capture_output=True)
+
+
+def commit_all(root: Path, message: str = "change") -> None:
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "--allow-empty", "-m", message)
+
+
+def point_at(project: FixtureProject, registry: Registry) -> FixtureProject:
+    """The project publishing to ``registry`` under a prefix no other test uses."""
+    prefix = f"{registry.host}/t{uuid.uuid4().hex[:8]}"
+    text = (project.root / "invoke.yaml").read_text().replace(project.registry, prefix)
+    (project.root / "invoke.yaml").write_text(text)
+    return dataclasses.replace(project, registry=prefix)
+
+
+def untag_all(client: Any, prefix: str) -> None:
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(prefix):
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(tag)
+
+
+def skopeo(reference: str, *extra: str) -> dict[str, Any]:
+    result = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", *extra, f"docker://{reference}"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def tag_digest(registry: Registry, repository: str, tag: str, auth: Any = None) -> str | None:
+    answer = requests.head(
+        f"{registry.url}/v2/{repository}/manifests/{tag}",
+        headers={"Accept": MANIFEST_ACCEPT},
+        auth=auth,
+        timeout=10,
+    )
+    return answer.headers.get("Docker-Content-Digest") if answer.status_code == 200 else None
+
+
+def build(project: FixtureProject) -> None:
+    result = run_cli(project.root, "build", "--box=fixture")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def published_digest(stdout: str) -> str:
+    line = next(line for line in stdout.splitlines() if "published" in line)
+    return line.rsplit("@", 1)[1]
