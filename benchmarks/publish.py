@@ -46,7 +46,7 @@ def main() -> None:
 
         def publish_once() -> float:
             started = time.perf_counter()
-            prepared = publish.prepare(client, image.id, scratch / "cache")
+            prepared = publish.prepare(client, image.id, scratch / "cache", 0)
             entry = publish.PlatformImage("linux/amd64", prepared, sbom, "sbom.json")
             publish.publish(remote, "bench/payload", "v1", [entry], "1970-01-01T00:00:00Z")
             return time.perf_counter() - started

@@ -27,6 +27,8 @@ from projects import FIXTURES, make_project, write_yaml
 from registry import Registry
 
 REQUIRE_DOCKER = os.environ.get("BUILDBOX_REQUIRE_DOCKER") == "1"
+#: Fixtures for tests that publish (a git repository pointed at the test registry).
+pytest_plugins = ["publishing"]
 BUSYBOX = Path("/bin/busybox")
 
 

@@ -7,10 +7,12 @@ import dataclasses
 import json
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import docker.errors
+import pytest
 import requests
 
 from buildbox.registry import MANIFEST_ACCEPT
@@ -73,3 +75,16 @@ def build(project: FixtureProject) -> None:
 def published_digest(stdout: str) -> str:
     line = next(line for line in stdout.splitlines() if "published" in line)
     return line.rsplit("@", 1)[1]
+
+
+@pytest.fixture
+def publishing(
+    fixture_project: FixtureProject, registry: Registry, docker_client: Any
+) -> Iterator[FixtureProject]:
+    """The fixture project in a git repository, publishing to the plain test registry."""
+    project = point_at(fixture_project, registry)
+    (project.root / ".gitignore").write_text("*.part\n")
+    git(project.root, "init", "-q")
+    commit_all(project.root, "fixture")
+    yield project
+    untag_all(docker_client, project.registry)

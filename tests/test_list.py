@@ -80,7 +80,7 @@ def test_every_task_and_flag_has_help(tmp_path: Path, task: str) -> None:
 def test_all_tasks_are_listed() -> None:
     assert TASKS == [
         "audit", "build", "bump", "check", "fetch", "list", "matrix", "publish", "ref", "release",
-        "sbom",
+        "reproduce", "sbom",
         "sbom-diff", "verify",
     ]  # fmt: skip
 

@@ -7,7 +7,6 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from projects import run_cli, write_yaml
 from publishing import (
     build,
     commit_all,
-    git,
     point_at,
     published_digest,
     skopeo,
@@ -33,19 +31,6 @@ from publishing import (
 from registry import Registry
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def publishing(
-    fixture_project: FixtureProject, registry: Registry, docker_client: Any
-) -> Iterator[FixtureProject]:
-    """The fixture project in a git repository, publishing to the plain test registry."""
-    project = point_at(fixture_project, registry)
-    (project.root / ".gitignore").write_text("*.part\n")
-    git(project.root, "init", "-q")
-    commit_all(project.root, "fixture")
-    yield project
-    untag_all(docker_client, project.registry)
 
 
 def test_publish_pull_by_digest_and_find_the_sbom(

@@ -12,14 +12,16 @@ a race: the tag is checked before anything is pushed, and read back after it is 
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import json
 import tarfile
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from buildbox.errors import BuildboxError
 from buildbox.registry import (
@@ -43,8 +45,9 @@ _CHUNK = 1024 * 1024
 @dataclass(frozen=True)
 class Layer:
     path: Path  # the gzip-compressed layer in the cache
-    digest: str
+    digest: str  # of the compressed bytes
     size: int
+    diff_id: str  # of the uncompressed tar
 
 
 @dataclass(frozen=True)
@@ -64,20 +67,22 @@ class PreparedImage:
         return Descriptor(OCI_MANIFEST, self.digest, len(self.manifest))
 
 
-def prepare(client: Any, image_id: str, cache_dir: Path) -> PreparedImage:
-    """The image's config and gzip-compressed layers, and its OCI manifest.
+def prepare(client: Any, image_id: str, cache_dir: Path, epoch: int) -> PreparedImage:
+    """The image normalised for publishing: config, gzip-compressed layers, and OCI manifest.
 
-    Layers are compressed with a fixed gzip header (no name, time 0), so the same layer always
-    gives the same bytes. Config and compressed layers are kept in the cache (by image id and by
-    layer diff id), so publishing an unchanged image again exports and compresses nothing.
+    What varies from build to build of the same inputs is taken out, so that the same inputs give
+    the same digest (see :func:`normalise_layer` and :func:`normalise_config`); ``epoch`` is the
+    source revision's time (or SOURCE_DATE_EPOCH). Config and layers are kept in the cache (by
+    image id and epoch, and by normalised diff id), so publishing an unchanged image again
+    exports and compresses nothing.
     """
     configs, layers_dir = _ensure(cache_dir / "configs"), _ensure(cache_dir / "layers")
-    config_file = configs / f"{image_id.removeprefix('sha256:')}.json"
+    config_file = configs / f"{image_id.removeprefix('sha256:')}-{epoch}.json"
     config = config_file.read_bytes() if config_file.is_file() else None
     diff_ids = json.loads(config)["rootfs"]["diff_ids"] if config else []
     cached = [_cached_layer(layers_dir, diff_id) for diff_id in diff_ids]
     if config is None or None in cached:
-        config, cached = _export(client, image_id, cache_dir)
+        config, cached = _export(client, image_id, cache_dir, epoch)
         _write(config_file, config)
     layers = tuple(layer for layer in cached if layer is not None)
     body = {
@@ -92,8 +97,10 @@ def prepare(client: Any, image_id: str, cache_dir: Path) -> PreparedImage:
     return PreparedImage(config, layers, _canonical(body))
 
 
-def _export(client: Any, image_id: str, cache_dir: Path) -> tuple[bytes, list[Layer | None]]:
-    """``docker save`` the image; its config bytes and every layer compressed into the cache."""
+def _export(
+    client: Any, image_id: str, cache_dir: Path, epoch: int
+) -> tuple[bytes, list[Layer | None]]:
+    """``docker save`` the image: its normalised config, and its layers normalised and cached."""
     with tempfile.TemporaryDirectory(dir=_ensure(cache_dir / "tmp")) as scratch:
         exported = Path(scratch) / "image.tar"
         with exported.open("wb") as stream:
@@ -101,11 +108,77 @@ def _export(client: Any, image_id: str, cache_dir: Path) -> tuple[bytes, list[La
                 stream.write(chunk)
         with tarfile.open(exported) as archive:
             manifest = json.load(_member(archive, "manifest.json"))[0]
-            config = _member(archive, manifest["Config"]).read()
+            raw_config = _member(archive, manifest["Config"]).read()
             layers: list[Layer | None] = [
-                _compress(archive, name, cache_dir / "layers") for name in manifest["Layers"]
+                normalise_layer(_member(archive, name), cache_dir / "layers", epoch)
+                for name in manifest["Layers"]
             ]
-    return config, layers
+    diff_ids = [layer.diff_id for layer in layers if layer is not None]
+    return normalise_config(raw_config, diff_ids, epoch), layers
+
+
+def normalise_config(raw: bytes, diff_ids: list[str], epoch: int) -> bytes:
+    """The image config without what only says when and where it was built.
+
+    ``created`` (and each history entry's) becomes the source time; the build container's id,
+    host name and configuration, the parent (intermediate) image id, and the engine's version
+    are dropped; labels, environment, entrypoint and the history's commands stay as they are.
+    Keys are sorted.
+    """
+    config = json.loads(raw)
+    created = _timestamp(epoch)
+    config["created"] = created
+    for entry in config.get("history", []):
+        entry["created"] = created
+    for key in ("container", "container_config", "docker_version"):
+        config.pop(key, None)
+    if isinstance(config.get("config"), dict):
+        # The build container's host name and its parent image id (an intermediate image).
+        config["config"]["Hostname"] = ""
+        config["config"].pop("Image", None)
+    config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+    return _canonical(config)
+
+
+def normalise_layer(raw: Any, layers_dir: Path, epoch: int) -> Layer:
+    """Rewrite one layer tar deterministically, gzip it (fixed header), and cache it.
+
+    Entries are written in path order (hard links last, after their targets), file times are
+    clamped to ``epoch``, owner names (not ids) and access/change times are dropped; contents,
+    modes, ids and extended attributes (file capabilities) stay.
+    """
+    diff, compressed = hashlib.sha256(), hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=layers_dir, suffix=".part", delete=False) as target:
+        sink = _HashingWriter(target, compressed)
+        with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=6) as gz:
+            plain = _HashingWriter(gz, diff)
+            with (
+                tarfile.open(fileobj=raw, mode="r:") as source,
+                tarfile.open(
+                    fileobj=cast(IO[bytes], plain), mode="w|", format=tarfile.PAX_FORMAT
+                ) as out,
+            ):
+                for member in sorted(source.getmembers(), key=lambda m: (m.islnk(), m.name)):
+                    clean = copy.copy(member)
+                    clean.mtime = min(int(member.mtime), epoch)
+                    clean.uname = clean.gname = ""
+                    clean.pax_headers = {
+                        key: value
+                        for key, value in member.pax_headers.items()
+                        if key.startswith("SCHILY.xattr.")
+                    }
+                    out.addfile(clean, source.extractfile(member) if member.isfile() else None)
+    diff_id = "sha256:" + diff.hexdigest()
+    layer = Layer(layers_dir / f"{diff.hexdigest()}.tar.gz", "sha256:" + compressed.hexdigest(),
+                  sink.size, diff_id)  # fmt: skip
+    Path(target.name).replace(layer.path)
+    facts = {"digest": layer.digest, "size": layer.size}
+    _write(layers_dir / f"{diff.hexdigest()}.json", json.dumps(facts).encode())
+    return layer
+
+
+def _timestamp(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _member(archive: tarfile.TarFile, name: str) -> Any:
@@ -132,25 +205,7 @@ def _cached_layer(layers_dir: Path, diff_id: str) -> Layer | None:
     if not (data.is_file() and facts.is_file()):
         return None
     known = json.loads(facts.read_text())
-    return Layer(data, known["digest"], known["size"])
-
-
-def _compress(archive: tarfile.TarFile, name: str, layers_dir: Path) -> Layer:
-    """Compress one exported layer into the cache (the data first, then its facts)."""
-    raw = _member(archive, name)
-    diff, compressed = hashlib.sha256(), hashlib.sha256()
-    with tempfile.NamedTemporaryFile(dir=layers_dir, suffix=".part", delete=False) as target:
-        sink = _HashingWriter(target, compressed)
-        with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=6) as gz:
-            while block := raw.read(_CHUNK):
-                diff.update(block)
-                gz.write(block)
-    layer = Layer(layers_dir / f"{diff.hexdigest()}.tar.gz", "sha256:" + compressed.hexdigest(),
-                  sink.size)  # fmt: skip
-    Path(target.name).replace(layer.path)
-    facts = {"digest": layer.digest, "size": layer.size}
-    _write(layers_dir / f"{diff.hexdigest()}.json", json.dumps(facts).encode())
-    return layer
+    return Layer(data, known["digest"], known["size"], diff_id)
 
 
 class _HashingWriter:
@@ -281,16 +336,16 @@ class Published:
         return f"{self.repository}:{self.tag}@{self.digest}"
 
 
-def index_manifest(images: list[PlatformImage]) -> bytes:
-    """An OCI image index over the platform images, in platform order."""
+def index_manifest(images: list[tuple[str, PreparedImage]]) -> bytes:
+    """An OCI image index over (platform, image) pairs, in platform order."""
     entries = []
-    for entry in sorted(images, key=lambda i: i.platform):
-        os_name, _, rest = entry.platform.partition("/")
+    for name, image in sorted(images, key=lambda pair: pair[0]):
+        os_name, _, rest = name.partition("/")
         architecture, _, variant = rest.partition("/")
         platform = {"architecture": architecture, "os": os_name}
         if variant:
             platform["variant"] = variant
-        entries.append({**entry.image.descriptor.as_dict(), "platform": platform})
+        entries.append({**image.descriptor.as_dict(), "platform": platform})
     return _canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
 
 
@@ -298,7 +353,7 @@ def top_manifest(images: list[PlatformImage]) -> tuple[bytes, str]:
     """What the tag will name: the image itself for one platform, an index for several."""
     if len(images) == 1:
         return images[0].image.manifest, OCI_MANIFEST
-    return index_manifest(images), OCI_INDEX
+    return index_manifest([(entry.platform, entry.image) for entry in images]), OCI_INDEX
 
 
 def check_tag(registry: Registry, repository: str, tag: str, digest: str) -> bool:

@@ -20,7 +20,7 @@ from buildbox.inputs import inputs_digest
 from buildbox.packages import inventory
 from buildbox.project import Project
 from buildbox.refs import is_pinned
-from buildbox.registry import Reference, Registry, credentials_for
+from buildbox.registry import Reference, Registry, credentials_for, digest_of
 from buildbox.settings import Settings
 from buildbox.source import Revision
 from buildbox.verify import verify_image
@@ -62,7 +62,8 @@ def prepare_platform(
             f"{local} was built from a floating base ({box.base}); it can never be released. "
             "Pin the base by digest in box.yaml and build again."
         )
-    return publish.prepare(client, image.id, project.settings.cache_dir), image, report
+    prepared = publish.prepare(client, image.id, project.settings.cache_dir, revision.epoch)
+    return prepared, image, report
 
 
 def publish_box(
@@ -76,7 +77,8 @@ def publish_box(
             project, box, platform, client=client, revision=revision, dev=dev
         )
         facts = sbom.ImageFacts(
-            image_id=image.id,
+            # The normalised config's digest: the same for every build of these inputs.
+            image_id=digest_of(prepared.config),
             platform=platform,
             inputs_digest=image.labels.get(LABEL_INPUTS, ""),
             repository=target.name,
@@ -137,9 +139,13 @@ def release_box(
     if not is_pinned(box.base):
         raise BuildboxError(f"the base of {box.name} is not pinned by digest: {box.base}")
     for platform in box.platforms:
+        # From scratch: a layer reused from an older build would carry that build's file times,
+        # which normalisation keeps (they are older than the commit), so the digest would depend
+        # on the engine's cache. Built anew, every build-time file is clamped to the commit time.
         build_box(
-            project, box, platform, client=client, fetcher=fetcher, revision=revision, log=log
-        )
+            project, box, platform, client=client, fetcher=fetcher, revision=revision, log=log,
+            no_cache=True,
+        )  # fmt: skip
     outcome = publish_box(project, box, client=client, revision=revision)
     platforms = {}
     for platform, text in outcome.sboms.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -24,11 +25,13 @@ from buildbox import fetch as fetch_stage
 from buildbox import project as project_stage
 from buildbox import record as record_stage
 from buildbox import release as release_stage
+from buildbox import reproduce as reproduce_stage
 from buildbox import sbom as sbom_stage
 from buildbox import settings as settings_stage
 from buildbox import verify as verify_stage
 from buildbox.boxes import Box
 from buildbox.errors import BuildboxError
+from buildbox.registry import Reference
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -461,6 +464,47 @@ def audit(ctx: Context, box: str | None = None) -> None:
     print(f"audit: {len(releases)} release(s) match the registry and the committed SBOMs")
 
 
+@task(
+    help={
+        "box": "The box whose release to rebuild.",
+        "version": "The released version to rebuild (default: the latest), e.g. 3 or v3.",
+    }
+)
+@_fails_cleanly
+def reproduce(ctx: Context, box: str | None = None, version: str | None = None) -> None:
+    """Rebuild a release from its recorded commit and compare with the record and the registry."""
+    if not box:
+        raise BuildboxError("reproduce needs --box=NAME")
+    settings = _settings(ctx)
+    found = record_stage.find(record_stage.load(settings.root), box, version)
+    if found is None:
+        raise BuildboxError(f"no release of {box} in {record_stage.RECORD_FILE}")
+    registry = release_stage.registry_for(Reference.parse(found.reference))
+    progress = output.fetch_progress(sys.stderr, 1)
+    with progress, engine.connected() as client, contextlib.closing(registry):
+        outcome = reproduce_stage.reproduce(
+            settings,
+            found,
+            client=client,
+            fetcher=fetch_stage.Fetcher(settings, progress),
+            registry=registry,
+        )
+    print(f"recorded:    {outcome.recorded}")
+    print(f"in registry: {outcome.in_registry or 'nothing (the tag is gone)'}")
+    print(f"rebuilt:     {outcome.rebuilt}")
+    for line in outcome.differences:
+        print(f"  {line}")
+    if outcome.networked:
+        print(
+            f"note: {box} builds with the network (network: true in box.yaml): what it installs "
+            "from package repositories can change between builds, so it is not expected to "
+            "reproduce bit for bit."
+        )
+    if not outcome.reproducible:
+        raise Exit(f"reproduce: {box} v{outcome.version} did NOT reproduce", 1)
+    print(f"reproduce: {box} v{outcome.version} reproduced bit for bit")
+
+
 @task
 @_fails_cleanly
 def matrix(ctx: Context) -> None:
@@ -493,6 +537,7 @@ def namespace(root: Path) -> Collection:
         ref,
         audit,
         matrix,
+        reproduce,
     )
     defaults: dict[str, Any] = {**settings_stage.DEFAULTS, "root": str(root)}
     ns.configure({"buildbox": defaults})

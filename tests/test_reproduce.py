@@ -1,0 +1,64 @@
+"""Reproducible releases: the same inputs give the same digest, and `invoke reproduce` checks it."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import pytest
+
+from conftest import FixtureProject
+from projects import run_cli
+from publishing import build, commit_all, published_digest, tag_digest
+from registry import Registry
+
+pytestmark = pytest.mark.integration
+
+
+def test_two_no_cache_builds_at_different_times_give_one_digest(
+    publishing: FixtureProject, registry: Registry, docker_client: Any
+) -> None:
+    digests, image_ids, tags = [], [], []
+    for _ in range(2):
+        built = run_cli(publishing.root, "build", "--box=fixture", "--no-cache")
+        assert built.returncode == 0, built.stderr
+        image_ids.append(docker_client.images.get(publishing.release_tag()).id)
+        published = run_cli(publishing.root, "publish", "--box=fixture", "--dev")
+        assert published.returncode == 0, published.stderr
+        digests.append(published_digest(published.stdout))
+        tags += re.findall(r"fixture-dev:([^@\s]+)@", published.stdout)
+        time.sleep(1.1)  # the engine's own timestamps have one-second resolution
+    assert image_ids[0] != image_ids[1], "the engine's images differ (build times)..."
+    assert digests[0] == digests[1], "...but the published, normalised image is the same"
+    repository = publishing.registry.split("/", 1)[1] + "/fixture-dev"
+    assert tag_digest(registry, repository, tags[-1]) == digests[0]
+
+
+def test_a_release_reproduces_bit_for_bit(publishing: FixtureProject) -> None:
+    released = run_cli(publishing.root, "release", "--box=fixture")
+    assert released.returncode == 0, released.stdout + released.stderr
+    result = run_cli(publishing.root, "reproduce", "--box=fixture", "--version=1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reproduce: fixture v1 reproduced bit for bit" in result.stdout
+    recorded = next(line for line in result.stdout.splitlines() if line.startswith("recorded:"))
+    rebuilt = next(line for line in result.stdout.splitlines() if line.startswith("rebuilt:"))
+    assert recorded.split()[-1] == rebuilt.split()[-1]
+
+
+def test_a_box_that_writes_the_time_is_reported_naming_the_file(
+    publishing: FixtureProject,
+) -> None:
+    dockerfile = publishing.box_dir / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "RUN date +%s%N > /built-at\n")
+    commit_all(publishing.root, "stamp the build time")
+    build(publishing)
+    released = run_cli(publishing.root, "release", "--box=fixture")
+    assert released.returncode == 0, released.stdout + released.stderr
+    time.sleep(1.1)
+    result = run_cli(publishing.root, "reproduce", "--box=fixture")
+    assert result.returncode == 1
+    assert "reproduce: fixture v1 did NOT reproduce" in result.stderr
+    assert "linux/amd64: layer " in result.stdout
+    assert "/built-at: content " in result.stdout
+    assert "Traceback" not in result.stderr
