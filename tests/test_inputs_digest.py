@@ -14,7 +14,6 @@ from buildbox import project
 from buildbox.inputs import inputs_digest
 from projects import (
     SHA_B,
-    Mutation,
     artifact,
     box_field,
     edit,
@@ -65,13 +64,9 @@ def test_timestamps_and_listing_order_do_not_matter(tmp_path: Path) -> None:
     assert digest_of(root) == before
 
 
-def add_file(path: str, text: str) -> Mutation:
-    return write(path, text)
-
-
 CHANGES_CONTENT = {
     "Dockerfile": edit("buildboxes/demo/Dockerfile", "COPY --from", "# a comment\nCOPY --from"),
-    "a new file in the box": add_file("buildboxes/demo/extra.conf", "x=1\n"),
+    "a new file in the box": write("buildboxes/demo/extra.conf", "x=1\n"),
     "shared install script": edit("shared/install/tarball.sh", "set -eu", "set -eux"),
     "shared entry-point script": edit("shared/install/install.sh", "set -eu", "set -eux"),
     "base digest": box_field(base="127.0.0.1:5000/base@sha256:" + "d" * 64),

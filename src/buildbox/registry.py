@@ -248,28 +248,26 @@ class Registry:
     def ping(self) -> None:
         self._request("GET", "/v2/", "registry:catalog:*")
 
+    def _manifest(self, method: str, repository: str, reference: str) -> requests.Response | None:
+        """HEAD or GET a manifest with the full Accept header; None when there is none."""
+        response = self._request(
+            method,
+            f"/v2/{repository}/manifests/{reference}",
+            _pull(repository),
+            ok=(200, 404),
+            headers={"Accept": MANIFEST_ACCEPT},
+        )
+        return None if response.status_code == 404 else response
+
     def manifest_digest(self, repository: str, reference: str) -> str | None:
         """The digest a tag (or digest) names, or None when there is no such manifest."""
-        response = self._request(
-            "HEAD",
-            f"/v2/{repository}/manifests/{reference}",
-            _pull(repository),
-            ok=(200, 404),
-            headers={"Accept": MANIFEST_ACCEPT},
-        )
-        if response.status_code == 404:
-            return None
-        return response.headers.get("Docker-Content-Digest")
+        response = self._manifest("HEAD", repository, reference)
+        return response.headers.get("Docker-Content-Digest") if response is not None else None
 
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str] | None:
-        response = self._request(
-            "GET",
-            f"/v2/{repository}/manifests/{reference}",
-            _pull(repository),
-            ok=(200, 404),
-            headers={"Accept": MANIFEST_ACCEPT},
-        )
-        if response.status_code == 404:
+        """The manifest's bytes and media type, or None when there is no such manifest."""
+        response = self._manifest("GET", repository, reference)
+        if response is None:
             return None
         return response.content, response.headers.get("Content-Type", "")
 

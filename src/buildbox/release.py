@@ -23,7 +23,7 @@ from buildbox.refs import is_pinned
 from buildbox.registry import Reference, Registry, credentials_for, digest_of
 from buildbox.settings import Settings
 from buildbox.source import Revision
-from buildbox.verify import verify_image
+from buildbox.verify import require_verified
 
 #: Files a release itself writes: their changes do not make the tree dirty for the next release.
 RELEASE_OUTPUTS = (record.RECORD_FILE, "sbom/")
@@ -50,12 +50,7 @@ def prepare_platform(
 ) -> tuple[publish.PreparedImage, Any, Any]:
     """Verify one platform's local image and export it: (prepared image, image, verify report)."""
     local = local_tags(project.settings.registry, box, platform, revision)[0]
-    report = verify_image(client, project, box, local)
-    failed = [f"{check.name}: {check.detail}" for check in report.checks if not check.ok]
-    if failed:
-        raise BuildboxError(
-            f"{local} does not pass verify, so it is not published:\n  " + "\n  ".join(failed)
-        )
+    report = require_verified(client, project, box, local, "it is not published")
     image = client.images.get(local)
     if image.labels.get(LABEL_FLOATING_BASE) == "true" and not dev:
         raise BuildboxError(

@@ -40,7 +40,7 @@ from buildbox.inputs import box_components
 from buildbox.packages import OsPackage, inventory
 from buildbox.project import Project
 from buildbox.source import Revision
-from buildbox.verify import Report, verify_image
+from buildbox.verify import Report, require_verified
 
 #: Property names (CycloneDX properties are free-form; a prefix keeps ours apart).
 PREFIX = "buildbox:"
@@ -204,12 +204,7 @@ def describe_image(
     client: Any, project: Project, box: Box, image_ref: str, revision: Revision
 ) -> str:
     """Verify the image, inventory its OS packages, and render its SBOM (validated)."""
-    report = verify_image(client, project, box, image_ref)
-    failed = [f"{check.name}: {check.detail}" for check in report.checks if not check.ok]
-    if failed:
-        raise BuildboxError(
-            f"{image_ref} does not pass verify, so no SBOM is written:\n  " + "\n  ".join(failed)
-        )
+    report = require_verified(client, project, box, image_ref, "no SBOM is written")
     image = client.images.get(image_ref)
     facts = ImageFacts(
         image_id=image.id,

@@ -135,6 +135,19 @@ def verify_image(
     return Report(image_ref, platform, tuple(checks), probes)
 
 
+def require_verified(
+    client: Any, project: Project, box: Box, image_ref: str, consequence: str
+) -> Report:
+    """The verify report of an image that passes every check; otherwise an error listing them."""
+    report = verify_image(client, project, box, image_ref)
+    failed = [f"{check.name}: {check.detail}" for check in report.checks if not check.ok]
+    if failed:
+        raise BuildboxError(
+            f"{image_ref} does not pass verify, so {consequence}:\n  " + "\n  ".join(failed)
+        )
+    return report
+
+
 def _label(labels: dict[str, str], key: str, expected: str) -> Check:
     found = labels.get(key)
     if found == expected:
