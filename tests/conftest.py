@@ -61,14 +61,19 @@ def docker_client() -> Iterator[Any]:
         client.ping()
     except docker.errors.DockerException as error:
         missing(f"no Docker engine: {error}")
-    before = {image.id for image in client.images.list(all=True)}
+    before = set(client.api.images(all=True, quiet=True))
     yield client
     # Builds leave untagged intermediate images; remove the ones this session made, and only those.
-    for image in client.images.list(filters={"dangling": True}):
-        if image.id not in before:
+    for image_id in client.api.images(filters={"dangling": True}, quiet=True):
+        if image_id not in before:
             with contextlib.suppress(docker.errors.APIError):
-                client.images.remove(image.id)
+                client.images.remove(image_id)
     client.close()
+
+
+def tagged_images(client: Any) -> list[tuple[str, list[str]]]:
+    """(id, tags) of every local image, in one call (no per-image look-up that can race)."""
+    return [(entry["Id"], entry.get("RepoTags") or []) for entry in client.api.images()]
 
 
 def _start(registry: Registry) -> Registry:
@@ -287,7 +292,7 @@ def fixture_project(
         "  fetch_backoff: 0.01\n"
     )
     yield project
-    for image in docker_client.images.list():
-        if any(tag.startswith(project.registry) for tag in image.tags):
+    for image_id, tags in tagged_images(docker_client):
+        if any(tag.startswith(project.registry) for tag in tags):
             with contextlib.suppress(docker.errors.APIError):
-                docker_client.images.remove(image.id, force=True)
+                docker_client.images.remove(image_id, force=True)

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from buildbox.registry import MANIFEST_ACCEPT
-from conftest import FixtureProject
+from conftest import FixtureProject, tagged_images
 from projects import run_cli
 from registry import Registry
 
@@ -41,8 +41,8 @@ def point_at(project: FixtureProject, registry: Registry) -> FixtureProject:
 
 
 def untag_all(client: Any, prefix: str) -> None:
-    for image in client.images.list():
-        for tag in image.tags:
+    for _, tags in tagged_images(client):
+        for tag in tags:
             if tag.startswith(prefix):
                 with contextlib.suppress(docker.errors.APIError):
                     client.images.remove(tag)

@@ -216,7 +216,12 @@ def test_verify_runs_one_container_for_all_probes(
         since=since,
         until=until,
         decode=True,
-        filters={"type": "container", "event": "create", "label": "dev.buildbox.verify=true"},
+        filters={
+            "type": "container",
+            "event": "create",
+            "label": "dev.buildbox.verify=true",
+            "image": docker_client.images.get(fixture_project.release_tag()).id,
+        },
     )
     try:
         created = list(events)
