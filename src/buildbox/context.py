@@ -44,9 +44,6 @@ class BuildContext:
     platform: str
     entries: tuple[Entry, ...]
 
-    def names(self) -> list[str]:
-        return [entry.name for entry in self.entries]
-
 
 def assemble(
     box: Box,

@@ -110,11 +110,9 @@ class Descriptor:
     media_type: str
     digest: str
     size: int
-    extra: tuple[tuple[str, Any], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size,
-                **dict(self.extra)}  # fmt: skip
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
 def digest_of(data: bytes) -> str:
