@@ -23,19 +23,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+import docker
+
 from artifact_server import ArtifactServer, tarball
-from buildbox import engine, project
-from buildbox.build import build_box
-from buildbox.context import assemble, write_tar
+from buildbox.build.build import build_box
+from buildbox.build.context import assemble, write_tar
+from buildbox.build.engine import Engine
+from buildbox.define import project
+from buildbox.define.inputs import box_components
+from buildbox.define.library import Component
 from buildbox.fetch import Fetcher, wanted_for
-from buildbox.inputs import box_components
-from buildbox.library import Component
 from buildbox.output import LogProgress
 from buildbox.source import revision
 from buildbox.verify import probe_script
-from conftest import push
 from projects import FIXTURES, make_project, settings_for, write_yaml
-from registry import Registry
+from registry import Registry, push
 
 
 def seconds(action: Callable[[], object]) -> float:
@@ -59,7 +61,8 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="buildbox-bench-"))
     registry = Registry(scratch / "registry").start()
     server = ArtifactServer().start()
-    client = engine.connect()
+    client = docker.from_env(version="auto", timeout=600)
+    engine = Engine(client, "benchmark")
     try:
         base_context = scratch / "base"
         base_context.mkdir()
@@ -115,7 +118,7 @@ def main() -> None:
                 loaded,
                 box,
                 "linux/amd64",
-                client=client,
+                engine=engine,
                 fetcher=fetcher,
                 revision=source,
                 log=lambda line: None,

@@ -10,6 +10,7 @@ Run: python benchmarks/normalise.py [--payload-mib 256]   (needs dockerd and doc
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import shutil
 import sys
@@ -19,10 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from buildbox import engine, publish
-from buildbox.registry import Registry as RegistryClient
-from conftest import push
-from registry import Registry
+import docker
+
+from buildbox.build.engine import Engine
+from buildbox.oci.image import prepare
+from buildbox.oci.registry import Registry as RegistryClient
+from buildbox.release.publish import PlatformImage, publish
+from registry import Registry, push
 
 
 def main() -> None:
@@ -33,7 +37,8 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="buildbox-bench-"))
     plain_registry = Registry(scratch / "plain").start()
     ours_registry = Registry(scratch / "ours").start()
-    client = engine.connect()
+    client = docker.from_env(version="auto", timeout=600)
+    engine = Engine(client, "benchmark")
     tag = f"{plain_registry.host}/bench/normalise:latest"
     try:
         context = scratch / "context"
@@ -58,9 +63,11 @@ def main() -> None:
 
         remote = RegistryClient(ours_registry.host)
         started = time.perf_counter()
-        prepared = publish.prepare(client, image.id, scratch / "cache", 1_700_000_000)
-        entry = publish.PlatformImage("linux/amd64", prepared, b"{}", "sbom.json")
-        publish.publish(remote, "bench/normalise", "v1", [entry], "2023-11-14T22:13:20Z")
+        prepared = prepare(
+            functools.partial(engine.save, image.id), image.id, scratch / "cache", 1_700_000_000
+        )
+        entry = PlatformImage("linux/amd64", prepared, b"{}", "sbom.json")
+        publish(remote, "bench/normalise", "v1", [entry], "2023-11-14T22:13:20Z")
         ours = time.perf_counter() - started
         remote.close()
     finally:

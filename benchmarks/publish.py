@@ -8,6 +8,7 @@ exports, compresses and uploads nothing. Run: python benchmarks/publish.py [--pa
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import shutil
 import sys
@@ -17,8 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from buildbox import engine, publish
-from buildbox.registry import Registry as RegistryClient
+import docker
+
+from buildbox.build.engine import Engine
+from buildbox.oci.image import prepare
+from buildbox.oci.registry import Registry as RegistryClient
+from buildbox.release.publish import PlatformImage, publish
 from registry import Registry
 
 
@@ -29,7 +34,8 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="buildbox-bench-"))
     registry = Registry(scratch / "registry").start()
-    client = engine.connect()
+    client = docker.from_env(version="auto", timeout=600)
+    engine = Engine(client, "benchmark")
     tag = f"{registry.host}/bench/payload:local"
     try:
         context = scratch / "context"
@@ -46,9 +52,11 @@ def main() -> None:
 
         def publish_once() -> float:
             started = time.perf_counter()
-            prepared = publish.prepare(client, image.id, scratch / "cache", 0)
-            entry = publish.PlatformImage("linux/amd64", prepared, sbom, "sbom.json")
-            publish.publish(remote, "bench/payload", "v1", [entry], "1970-01-01T00:00:00Z")
+            prepared = prepare(
+                functools.partial(engine.save, image.id), image.id, scratch / "cache", 0
+            )
+            entry = PlatformImage("linux/amd64", prepared, sbom, "sbom.json")
+            publish(remote, "bench/payload", "v1", [entry], "1970-01-01T00:00:00Z")
             return time.perf_counter() - started
 
         first = publish_once()

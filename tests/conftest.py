@@ -24,7 +24,7 @@ import pytest
 
 from artifact_server import ArtifactServer, tarball
 from projects import FIXTURES, make_project, write_yaml
-from registry import Registry
+from registry import Registry, push
 
 REQUIRE_DOCKER = os.environ.get("BUILDBOX_REQUIRE_DOCKER") == "1"
 #: Fixtures for tests that publish (a git repository pointed at the test registry).
@@ -37,21 +37,6 @@ def missing(what: str) -> NoReturn:
     if REQUIRE_DOCKER:
         pytest.fail(f"{what} (BUILDBOX_REQUIRE_DOCKER=1: integration tests must run)")
     pytest.skip(what)
-
-
-def push(client: Any, repository: str, tag: str, auth: dict[str, str] | None = None) -> str:
-    """Push ``repository:tag`` through the engine; the pushed manifest's digest.
-
-    docker-py reports push failures as error chunks inside a successful stream, so read them all.
-    """
-    digest = None
-    for chunk in client.api.push(repository, tag, stream=True, decode=True, auth_config=auth):
-        if "error" in chunk or "errorDetail" in chunk:
-            raise RuntimeError(f"push of {repository}:{tag} failed: {chunk.get('error', chunk)}")
-        digest = chunk.get("aux", {}).get("Digest", digest)
-    if digest is None:
-        raise RuntimeError(f"push of {repository}:{tag} reported no digest")
-    return str(digest)
 
 
 @pytest.fixture(scope="session")
@@ -175,10 +160,10 @@ def multiarch_base(
     The arm64 busybox comes from Debian (`apt-get download busybox-static:arm64`; .ci/run fetches
     it), and its RUN steps run under qemu-user-static emulation.
     """
-    from buildbox.build import check_emulation
+    from buildbox.build.emulation import check_emulation
     from buildbox.errors import BuildboxError
-    from buildbox.registry import OCI_INDEX
-    from buildbox.registry import Registry as RegistryClient
+    from buildbox.oci.documents import OCI_INDEX
+    from buildbox.oci.registry import Registry as RegistryClient
 
     if not ARM64_BUSYBOX.is_file():
         missing(f"{ARM64_BUSYBOX} is missing (.ci/run extracts it from busybox-static:arm64)")

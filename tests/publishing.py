@@ -15,7 +15,7 @@ import docker.errors
 import pytest
 import requests
 
-from buildbox.registry import MANIFEST_ACCEPT
+from buildbox.oci.documents import MANIFEST_ACCEPT
 from conftest import FixtureProject, tagged_images
 from projects import run_cli
 from registry import Registry

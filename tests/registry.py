@@ -8,6 +8,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -109,3 +110,18 @@ class Registry:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+def push(client: Any, repository: str, tag: str, auth: dict[str, str] | None = None) -> str:
+    """Push ``repository:tag`` through the engine; the pushed manifest's digest.
+
+    docker-py reports push failures as error chunks inside a successful stream, so read them all.
+    """
+    digest = None
+    for chunk in client.api.push(repository, tag, stream=True, decode=True, auth_config=auth):
+        if "error" in chunk or "errorDetail" in chunk:
+            raise RuntimeError(f"push of {repository}:{tag} failed: {chunk.get('error', chunk)}")
+        digest = chunk.get("aux", {}).get("Digest", digest)
+    if digest is None:
+        raise RuntimeError(f"push of {repository}:{tag} reported no digest")
+    return str(digest)

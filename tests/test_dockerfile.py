@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from buildbox.dockerfile import check_dockerfile
+from buildbox.define.dockerfile import check_dockerfile
 
 GOOD = "ARG BUILDBOX_BASE\nFROM ${BUILDBOX_BASE} AS tools\nFROM ${BUILDBOX_BASE}\n"
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from artifact_server import ArtifactServer, tarball
-from buildbox import output, project
+from buildbox import output
+from buildbox.define import project
 from buildbox.errors import BuildboxError
 from buildbox.fetch import (
     Cache,

@@ -11,8 +11,8 @@ import docker.errors
 import pytest
 import requests
 
-from conftest import BaseImage, push
-from registry import Registry
+from conftest import BaseImage
+from registry import Registry, push
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from buildbox import project
-from buildbox.inputs import inputs_digest
+from buildbox.define import project
+from buildbox.define.inputs import inputs_digest
 from projects import (
     SHA_B,
     artifact,

@@ -7,11 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from buildbox import project
-from buildbox.inputs import inputs_digest
+from buildbox.define import project
+from buildbox.define.inputs import inputs_digest
 from buildbox.tasks import namespace
 from conftest import HELLO_VERSION, BaseImage, FixtureProject
-from projects import REPO, make_project, run_cli, run_invoke, settings_for
+from projects import (
+    BASE,
+    DOCKERFILE,
+    REPO,
+    component,
+    make_project,
+    run_cli,
+    run_invoke,
+    settings_for,
+    write_yaml,
+)
 
 
 def test_list_shows_each_box(tmp_path: Path) -> None:
@@ -92,3 +102,60 @@ def test_fixture_box_is_valid(fixture_project: FixtureProject, busybox_base: Bas
     [box] = json.loads(run_cli(fixture_project.root, "list", "--json").stdout)
     assert box["base"] == busybox_base.ref
     assert box["components"] == [{"name": "hello", "version": HELLO_VERSION}]
+
+
+def two_boxes(tmp_path: Path) -> Path:
+    """A project with boxes demo and other, and a second component only other uses."""
+    root = make_project(tmp_path)
+    box = {"version": 1, "base": BASE, "platforms": ["linux/amd64"], "components": ["tool"]}
+    write_yaml(root / "buildboxes/other/box.yaml", {**box, "components": ["extra"]})
+    (root / "buildboxes/other/Dockerfile").write_text(DOCKERFILE)
+    write_yaml(
+        root / "shared/components.yaml", {"components": {"tool": component(), "extra": component()}}
+    )
+    return root
+
+
+@pytest.mark.parametrize(
+    ("broken", "problem"),
+    [
+        ("buildboxes/other/box.yaml", "buildboxes/other/box.yaml:2: invalid YAML"),
+        ("buildboxes/other/Dockerfile", "buildboxes/other/Dockerfile: FROM: no stage is built"),
+        ("buildbox.lock.json", "buildbox.lock.json cannot be read"),
+    ],
+)
+def test_one_broken_box_or_record_does_not_stop_commands_about_another(
+    tmp_path: Path, broken: str, problem: str
+) -> None:
+    root = two_boxes(tmp_path)
+    (root / broken).write_text("{{ not what it should be\n")
+    listed = run_cli(root, "list", "--box=demo")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1].split()[0] == "demo"
+    everything = run_cli(root, "check")
+    assert everything.returncode == 1
+    assert problem in everything.stdout
+
+
+def test_a_broken_component_stops_only_the_boxes_that_use_it(tmp_path: Path) -> None:
+    root = two_boxes(tmp_path)
+    write_yaml(
+        root / "shared/components.yaml",
+        {"components": {"tool": component(), "extra": component(sha256="abc")}},
+    )
+    assert run_cli(root, "list", "--box=demo").returncode == 0
+    refused = run_cli(root, "list", "--box=other")
+    assert refused.returncode == 1
+    assert "components.extra.artifacts.linux/amd64.sha256: expected 64" in refused.stderr
+    assert "'extra' has problems in shared/components.yaml" in refused.stderr
+
+
+def test_a_corrupt_record_is_a_clear_message_where_it_is_read(tmp_path: Path) -> None:
+    root = make_project(tmp_path)
+    (root / "buildbox.lock.json").write_text('{"releases": [{"box": 1}]}')
+    assert run_cli(root, "list").returncode == 0
+    result = run_cli(root, "ref", "demo")
+    assert result.returncode == 1
+    assert "buildbox.lock.json cannot be read" in result.stderr
+    assert "restore it from git" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from artifact_server import ArtifactServer
-from buildbox.build import check_emulation
+from buildbox.build.emulation import check_emulation
 from buildbox.errors import BuildboxError
-from buildbox.publish import find_sbom
-from buildbox.registry import Registry as RegistryClient
+from buildbox.oci.registry import Registry as RegistryClient
+from buildbox.release.publish import find_sbom
 from conftest import BaseImage, FixtureProject, hello_component
 from projects import run_cli, write_yaml
 from publishing import commit_all, git, point_at, skopeo, untag_all

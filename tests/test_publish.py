@@ -14,9 +14,8 @@ import pytest
 import requests
 
 from artifact_server import ArtifactServer, tarball
-from buildbox.publish import SBOM_TYPE
-from buildbox.record import RECORD_FILE
-from buildbox.registry import MANIFEST_ACCEPT
+from buildbox.oci.documents import MANIFEST_ACCEPT, SBOM_TYPE
+from buildbox.release.record import RECORD_FILE
 from conftest import BaseImage, FixtureProject, hello_component
 from projects import run_cli, write_yaml
 from publishing import (
@@ -214,6 +213,17 @@ def test_release_record_ref_check_and_audit(
     again = run_cli(root, "release", "--box=fixture")
     assert again.returncode == 0, again.stderr
     assert f"fixture v1 is already released: {entry['reference']}" in again.stdout
+
+    # `invoke sbom` after a release leaves the committed SBOM alone: only release writes sbom/.
+    committed = (root / facts["sbom_path"]).read_bytes()
+    described = run_cli(root, "sbom", "--box=fixture")
+    assert described.returncode == 0, described.stderr
+    assert "wrote dist/sbom/fixture/v1-linux-amd64.cdx.json" in described.stdout
+    assert (root / facts["sbom_path"]).read_bytes() == committed
+    into_committed = run_cli(root, "sbom", "--box=fixture", f"--output={root / facts['sbom_path']}")
+    assert into_committed.returncode == 1
+    assert "only `invoke release` writes" in into_committed.stderr
+    assert (root / facts["sbom_path"]).read_bytes() == committed
 
     audited = run_cli(root, "audit")
     assert audited.returncode == 0, audited.stdout + audited.stderr

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from buildbox.registry import Credentials, Reference, Registry, RegistryError, credentials_for
+from buildbox.oci.credentials import Credentials, credentials_for
+from buildbox.oci.refs import Reference
+from buildbox.oci.registry import Registry, RegistryError
 
 SECRET = "s3cr3t-token-password"
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Any
 
 import pytest
 
+from buildbox.release.record import RECORD_FILE
 from conftest import FixtureProject
 from projects import run_cli
 from publishing import build, commit_all, published_digest, tag_digest
@@ -61,4 +63,29 @@ def test_a_box_that_writes_the_time_is_reported_naming_the_file(
     assert "reproduce: fixture v1 did NOT reproduce" in result.stderr
     assert "linux/amd64: layer " in result.stdout
     assert "/built-at: content " in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_a_release_made_with_source_date_epoch_reproduces_without_it(
+    publishing: FixtureProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    released = run_cli(publishing.root, "release", "--box=fixture")
+    assert released.returncode == 0, released.stdout + released.stderr
+    [entry] = json.loads((publishing.root / RECORD_FILE).read_text())["releases"]
+    assert entry["epoch"] == 1700000000, "the record keeps the epoch the release was built as"
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    result = run_cli(publishing.root, "reproduce", "--box=fixture")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "epoch:       1700000000" in result.stdout
+    assert "reproduce: fixture v1 reproduced bit for bit" in result.stdout
+
+
+def test_a_bad_source_date_epoch_is_a_clear_error(
+    publishing: FixtureProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    result = run_cli(publishing.root, "build", "fixture")
+    assert result.returncode == 1
+    assert "SOURCE_DATE_EPOCH='yesterday' is not a whole number of seconds" in result.stderr
     assert "Traceback" not in result.stderr

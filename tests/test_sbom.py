@@ -11,9 +11,10 @@ import pytest
 from packageurl import PackageURL
 
 from artifact_server import ArtifactServer
-from buildbox import sbom
 from buildbox.errors import BuildboxError
-from buildbox.packages import (
+from buildbox.sbom import cyclonedx as sbom
+from buildbox.sbom import diff as sbom_diff
+from buildbox.sbom.packages import (
     parse_apk_installed,
     parse_dpkg_status,
     parse_os_release,
@@ -22,7 +23,7 @@ from buildbox.packages import (
 from conftest import HELLO_VERSION, BaseImage, FixtureProject, hello_component
 from projects import FIXTURES, make_project, run_cli, write_yaml
 
-SBOM = "sbom/fixture/v1-linux-amd64.cdx.json"
+SBOM = "dist/sbom/fixture/v1-linux-amd64.cdx.json"
 
 
 def build(project: FixtureProject) -> None:
@@ -155,6 +156,9 @@ def test_diff_between_two_versions(
     build(fixture_project)
     assert run_cli(fixture_project.root, "sbom", "--box=fixture").returncode == 0
 
+    # As two releases would have committed them:
+    committed = fixture_project.root / "sbom/fixture"
+    shutil.copytree(fixture_project.root / "dist/sbom/fixture", committed)
     table = run_cli(fixture_project.root, "sbom-diff", "--box=fixture", "--from=v1", "--to=v2")
     assert table.returncode == 0, table.stderr
     assert table.stdout.splitlines()[0].split() == ["CHANGE", "TYPE", "COMPONENT", "OLD", "NEW"]
@@ -164,8 +168,8 @@ def test_diff_between_two_versions(
     files = run_cli(
         fixture_project.root,
         "sbom-diff",
-        str(fixture_project.root / "sbom/fixture/v1-linux-amd64.cdx.json"),
-        str(fixture_project.root / "sbom/fixture/v2-linux-amd64.cdx.json"),
+        str(fixture_project.root / "dist/sbom/fixture/v1-linux-amd64.cdx.json"),
+        str(fixture_project.root / "dist/sbom/fixture/v2-linux-amd64.cdx.json"),
         "--json",
     )
     assert json.loads(files.stdout) == [
@@ -184,7 +188,7 @@ def test_diff_reports_added_removed_and_hash_changes() -> None:
     tool_a = {"name": "tool", "version": "1", "purl": "pkg:generic/tool@1",
               "hashes": [{"alg": "SHA-256", "content": "a" * 64}]}  # fmt: skip
     tool_b = {**tool_a, "hashes": [{"alg": "SHA-256", "content": "b" * 64}]}
-    changes = sbom.diff(bom(tool_a, deb("bash", "5.1")), bom(tool_b, deb("zlib1g", "1.2")))
+    changes = sbom_diff.diff(bom(tool_a, deb("bash", "5.1")), bom(tool_b, deb("zlib1g", "1.2")))
     assert [(c.kind, c.name) for c in changes] == [
         ("removed", "debian/bash (amd64)"),
         ("added", "debian/zlib1g (amd64)"),

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from buildbox.record import RECORD_FILE
+from buildbox.release.record import RECORD_FILE
 from buildbox.tasks import namespace
 from projects import REPO, make_project, run_cli
 

@@ -17,10 +17,11 @@ from typing import Any
 import requests
 from ruamel.yaml import YAML
 
+from buildbox.define.project import Project
 from buildbox.errors import BuildboxError
-from buildbox.fetch import Fetcher, Wanted, reason
+from buildbox.fetch import Fetcher, Wanted
 from buildbox.files import write_atomically
-from buildbox.project import Project
+from buildbox.http import reason
 
 _HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
 

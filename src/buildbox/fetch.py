@@ -19,20 +19,18 @@ from pathlib import Path
 from typing import Protocol
 
 import requests
-import requests.adapters
-from urllib3.util.retry import Retry
 
-from buildbox.boxes import Box
+from buildbox.define.boxes import Box
+from buildbox.define.inputs import box_components
+from buildbox.define.library import Library
+from buildbox.digests import file_sha256
 from buildbox.errors import BuildboxError
-from buildbox.inputs import box_components
-from buildbox.library import Library
+from buildbox.http import TRANSIENT_STATUSES, reason, retrying_session
 from buildbox.settings import Settings
 
 _CHUNK = 64 * 1024  # small enough for progress and prompt writes on a slow link
 #: Temporary files older than this are left over from a killed fetch and are removed.
 _STALE_AFTER = 3600.0
-#: Statuses worth another try: the server may answer properly in a moment.
-_TRANSIENT_STATUSES = (408, 429, 500, 502, 503, 504)
 
 
 @dataclass(frozen=True)
@@ -128,25 +126,13 @@ class Cache:
                 pass  # another fetch removed it first
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while block := stream.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def wanted_for(boxes: Iterable[Box], library: Library, platform: str | None = None) -> list[Wanted]:
     """Every artifact the boxes need (for one platform, or each box's platforms), once each."""
     seen: dict[str, Wanted] = {}
     for box in boxes:
-        if platform and platform not in box.platforms:
-            raise BuildboxError(
-                f"box {box.name!r} does not build for {platform}; its platforms are "
-                f"{', '.join(box.platforms)} (buildboxes/{box.name}/box.yaml)"
-            )
+        platforms = box.platforms_for(platform)
         for component in box_components(box, library):
-            for each in [platform] if platform else box.platforms:
+            for each in platforms:
                 artifact = component.artifact(each)
                 if artifact is not None and artifact.sha256 not in seen:
                     seen[artifact.sha256] = Wanted(
@@ -167,24 +153,13 @@ def sources(url: str, mirrors: tuple[tuple[str, tuple[str, ...]], ...]) -> list[
 
 
 def session(settings: Settings) -> requests.Session:
-    """A session whose connections retry (connect errors, resets before a response, 5xx)."""
-    retry = Retry(
-        total=settings.fetch_retries,
-        connect=settings.fetch_retries,
-        read=settings.fetch_retries,
-        status=settings.fetch_retries,
-        other=0,
-        allowed_methods=frozenset({"GET"}),
-        status_forcelist=_TRANSIENT_STATUSES,
-        backoff_factor=settings.fetch_backoff,
-        raise_on_status=False,
-        respect_retry_after_header=True,
+    """The download session: GETs retry connection errors, resets and transient statuses."""
+    return retrying_session(
+        retries=settings.fetch_retries,
+        backoff=settings.fetch_backoff,
+        methods=("GET",),
+        pool_size=settings.fetch_workers,
     )
-    adapter = requests.adapters.HTTPAdapter(max_retries=retry, pool_maxsize=settings.fetch_workers)
-    http = requests.Session()
-    http.mount("http://", adapter)
-    http.mount("https://", adapter)
-    return http
 
 
 class Fetcher:
@@ -291,7 +266,7 @@ class Fetcher:
             ) from None
         with response:
             if response.status_code != 200:
-                transient = response.status_code in _TRANSIENT_STATUSES
+                transient = response.status_code in TRANSIENT_STATUSES
                 hint = (
                     f"still failing after {self.settings.fetch_retries} retries"
                     if transient
@@ -333,21 +308,3 @@ class Fetcher:
 
 class _BrokenBodyError(Exception):
     """The body broke off (reset, timeout, fewer bytes than Content-Length): worth a retry."""
-
-
-def reason(error: Exception) -> str:
-    """A short human reason for a requests/urllib3 failure, without the nested reprs."""
-    text = str(error)
-    for marker, short in (
-        ("IncompleteRead", "truncated body"),
-        ("Connection reset", "connection reset"),
-        ("ConnectionResetError", "connection reset"),
-        ("Connection refused", "connection refused"),
-        ("Connection aborted", "connection closed without an answer"),
-        ("Name or service not known", "host name not found"),
-        ("Temporary failure in name resolution", "host name not found (no DNS)"),
-        ("timed out", "timed out"),
-    ):
-        if marker in text:
-            return short
-    return text

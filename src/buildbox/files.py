@@ -1,4 +1,4 @@
-"""Writing files so that readers never see half of one."""
+"""Writing files so that readers never see half of one: the one home for atomic writes."""
 
 from __future__ import annotations
 
@@ -7,16 +7,24 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text``: readers see the old file or the new one, never half."""
+def write_atomically(path: Path, content: str | bytes, *, mode: int | None = None) -> None:
+    """Replace ``path`` with ``content``: readers see the old file or the new one, never half.
+
+    The data is flushed to disk (fsync) before the rename, so a crash cannot leave an empty or
+    partial file under the final name. The file keeps its old permissions (else ``mode``, else
+    0644). The parent directory is created if needed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = content.encode() if isinstance(content, str) else content
     with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8"
+        "wb", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
     ) as temporary:
-        temporary.write(text)
+        temporary.write(data)
         temporary.flush()
         os.fsync(temporary.fileno())
     try:
-        os.chmod(temporary.name, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        keep = path.stat().st_mode & 0o777 if path.exists() else None
+        os.chmod(temporary.name, keep if keep is not None else (mode or 0o644))
         os.replace(temporary.name, path)
     except BaseException:
         Path(temporary.name).unlink(missing_ok=True)

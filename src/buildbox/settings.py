@@ -1,33 +1,29 @@
-"""The project's settings, from invoke's configuration (``invoke.yaml``, ``INVOKE_BUILDBOX_*``)."""
+"""The project's settings: each one's type and default, read from invoke's configuration.
+
+Values come from ``invoke.yaml`` (and invoke's other configuration files) and, for one run, from
+``INVOKE_BUILDBOX_<KEY>`` environment variables. invoke casts such a variable to the type of the
+value it overrides, which fails with a traceback for lists and maps and for ``2.5`` over ``30``;
+so the tasks take the ``INVOKE_BUILDBOX_*`` variables out of invoke's way (:func:`take_environment`)
+and this module parses them by the setting's own type, with one clear line for a bad value.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import os
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from buildbox.errors import BuildboxError
 
-#: Defaults for the ``buildbox`` section of invoke's configuration; ``invoke.yaml`` overrides them.
-DEFAULTS: dict[str, Any] = {
-    "root": ".",
-    "registry": "registry.example.com/buildbox",
-    "cache_dir": "",
-    "platforms": ["linux/amd64", "linux/arm64"],
-    "allow_http_hosts": [],
-    "mirrors": {},
-    "fetch_workers": 4,
-    "fetch_retries": 4,
-    "fetch_backoff": 0.5,
-    "fetch_timeout": 30.0,
-}
-
+ENV_PREFIX = "INVOKE_BUILDBOX_"
 COMPONENTS_FILE = Path("shared/components.yaml")
 INSTALL_SCRIPTS_DIR = Path("shared/install")
 BOXES_DIR = Path("buildboxes")
+
+Mirrors = tuple[tuple[str, tuple[str, ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -39,8 +35,8 @@ class Settings:
     cache_dir: Path
     platforms: tuple[str, ...]
     allow_http_hosts: tuple[str, ...] = ()
-    #: URL prefix -> replacement prefixes, tried in order before the upstream URL.
-    mirrors: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: URL prefix -> replacement prefixes, tried in order (most specific prefix first).
+    mirrors: Mirrors = ()
     fetch_workers: int = 4
     fetch_retries: int = 4
     fetch_backoff: float = 0.5
@@ -66,67 +62,137 @@ class Settings:
             return str(path)
 
 
-def from_config(config: Mapping[str, Any]) -> Settings:
-    """Settings from the ``buildbox`` section of invoke's configuration, checked for type."""
-    section = {**DEFAULTS, **dict(config)}
+class _InvalidValueError(ValueError):
+    """A value of the wrong type; the message says what is expected."""
 
-    def text(key: str) -> str:
-        value = section[key]
-        if not isinstance(value, str):
-            raise BuildboxError(
-                f"invoke.yaml: buildbox.{key}: expected a string, got {value!r}; "
-                f"set it in invoke.yaml or INVOKE_BUILDBOX_{key.upper()}."
-            )
-        return value
 
-    def words(key: str) -> tuple[str, ...]:
-        value = section[key]
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise BuildboxError(
-                f"invoke.yaml: buildbox.{key}: expected a list of strings, got {value!r}."
-            )
-        return tuple(value)
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _InvalidValueError("a string")
+    return value
 
-    def number(key: str, kind: type[int | float], minimum: float) -> Any:
-        value = section[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            raise BuildboxError(
-                f"invoke.yaml: buildbox.{key}: expected a number of at least {minimum}, "
-                f"got {value!r}."
-            )
+
+def _words(value: Any) -> tuple[str, ...]:
+    expected = "a list of strings (in a variable: comma-separated, or a JSON list)"
+    if isinstance(value, str) and value.lstrip().startswith("["):  # from the environment
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise _InvalidValueError(expected) from None
+    elif isinstance(value, str):
+        value = [word.strip() for word in value.split(",") if word.strip()]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise _InvalidValueError(expected)
+    return tuple(value)
+
+
+def _number(kind: type[int | float], minimum: float) -> Callable[[Any], Any]:
+    what = "a whole number" if kind is int else "a number"
+
+    def parse(value: Any) -> int | float:
+        if isinstance(value, str):  # from the environment
+            try:
+                value = kind(value.strip())
+            except ValueError:
+                raise _InvalidValueError(f"{what} of at least {minimum:g}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _InvalidValueError(f"{what} of at least {minimum:g}")
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise _InvalidValueError(f"{what} of at least {minimum:g}")
+        if value < minimum:
+            raise _InvalidValueError(f"{what} of at least {minimum:g}")
         return kind(value)
 
-    def mirrors() -> tuple[tuple[str, tuple[str, ...]], ...]:
-        value = section["mirrors"]
-        if not isinstance(value, Mapping):
-            raise BuildboxError(
-                "invoke.yaml: buildbox.mirrors: expected a mapping of URL prefix to mirror "
-                f"prefix (or a list of them), got {value!r}."
-            )
-        rules = []
-        for prefix, targets in value.items():
-            listed = [targets] if isinstance(targets, str) else targets
-            if not isinstance(listed, list | tuple) or not all(isinstance(t, str) for t in listed):
-                raise BuildboxError(
-                    f"invoke.yaml: buildbox.mirrors.{prefix}: expected a URL prefix or a list "
-                    f"of them, got {targets!r}."
-                )
-            rules.append((str(prefix), tuple(listed)))
-        # The longest matching prefix is the most specific rule: try it first.
-        return tuple(sorted(rules, key=lambda rule: -len(rule[0])))
+    return parse
 
-    cache_dir = text("cache_dir")
-    return Settings(
-        root=Path(text("root")).resolve(),
-        registry=text("registry"),
-        cache_dir=Path(cache_dir).expanduser()
-        if cache_dir
-        else Path(platformdirs.user_cache_dir("buildbox")),
-        platforms=words("platforms"),
-        allow_http_hosts=words("allow_http_hosts"),
-        mirrors=mirrors(),
-        fetch_workers=number("fetch_workers", int, 1),
-        fetch_retries=number("fetch_retries", int, 0),
-        fetch_backoff=number("fetch_backoff", float, 0),
-        fetch_timeout=number("fetch_timeout", float, 0.1),
+
+def _mirrors(value: Any) -> Mirrors:
+    expected = (
+        "a mapping of URL prefix to a mirror prefix or a list of them (in a variable: a JSON "
+        'object such as {"https://dl.google.com/go/": "https://mirror.internal/go/"})'
     )
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise _InvalidValueError(expected) from None
+    if not isinstance(value, Mapping):
+        raise _InvalidValueError(expected)
+    rules = []
+    for prefix, targets in value.items():
+        listed = [targets] if isinstance(targets, str) else targets
+        if not isinstance(listed, list | tuple) or not all(isinstance(t, str) for t in listed):
+            raise _InvalidValueError(expected)
+        rules.append((str(prefix), tuple(listed)))
+    # The longest matching prefix is the most specific rule: try it first.
+    return tuple(sorted(rules, key=lambda rule: -len(rule[0])))
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One setting: its default (as invoke.yaml would write it) and how to read a value."""
+
+    default: Any
+    parse: Callable[[Any], Any]
+
+
+#: Every setting, in one place: its default and its type.
+SPECS: dict[str, Spec] = {
+    "root": Spec(".", _text),
+    "registry": Spec("registry.example.com/buildbox", _text),
+    "cache_dir": Spec("", _text),
+    "platforms": Spec(["linux/amd64", "linux/arm64"], _words),
+    "allow_http_hosts": Spec([], _words),
+    "mirrors": Spec({}, _mirrors),
+    "fetch_workers": Spec(4, _number(int, 1)),
+    "fetch_retries": Spec(4, _number(int, 0)),
+    "fetch_backoff": Spec(0.5, _number(float, 0)),
+    "fetch_timeout": Spec(30.0, _number(float, 0.1)),
+}
+#: The ``buildbox`` section of invoke's configuration before invoke.yaml overrides it.
+DEFAULTS: dict[str, Any] = {name: spec.default for name, spec in SPECS.items()}
+
+
+def take_environment(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Remove the ``INVOKE_BUILDBOX_*`` variables from ``environ`` (so invoke does not cast
+    them) and return them by setting name, for :func:`from_config`."""
+    environ = os.environ if environ is None else environ
+    taken = {}
+    for variable in [v for v in environ if v.startswith(ENV_PREFIX)]:
+        taken[variable.removeprefix(ENV_PREFIX).lower()] = environ.pop(variable)
+    return taken
+
+
+def from_config(config: Mapping[str, Any], environment: Mapping[str, str] = {}) -> Settings:
+    """Settings from the ``buildbox`` section of invoke's configuration and the variables
+    :func:`take_environment` took; a value of the wrong type is one clear error."""
+    unknown = sorted(set(environment) - set(SPECS))
+    if unknown:
+        raise BuildboxError(
+            f"{ENV_PREFIX}{unknown[0].upper()} is not a buildbox setting; the settings are "
+            + ", ".join(f"{ENV_PREFIX}{name.upper()}" for name in SPECS)
+        )
+    values: dict[str, Any] = {}
+    for name, spec in SPECS.items():
+        if name in environment:
+            raw, where = environment[name], f"{ENV_PREFIX}{name.upper()}"
+        else:
+            raw, where = config.get(name, spec.default), f"invoke.yaml: buildbox.{name}"
+        try:
+            values[name] = spec.parse(raw)
+        except _InvalidValueError as error:
+            raise BuildboxError(f"{where}: expected {error}, got {raw!r}") from None
+    cache_dir = values.pop("cache_dir")
+    return Settings(
+        **{
+            **values,
+            "root": Path(values["root"]).resolve(),
+            "cache_dir": Path(cache_dir).expanduser() if cache_dir else Path(_user_cache_dir()),
+        }
+    )
+
+
+def _user_cache_dir() -> str:
+    import platformdirs  # here: only the default needs it
+
+    return str(platformdirs.user_cache_dir("buildbox"))

@@ -1,16 +1,20 @@
-"""The invoke tasks: each parses arguments, calls the library and prints. No logic lives here."""
+"""The invoke tasks: each parses its arguments, calls the library and prints. No logic lives here.
+
+Stages are imported inside the tasks that use them, so that ``invoke --list`` and light commands
+do not pay for docker-py, requests or the CycloneDX library.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from invoke.collection import Collection
 from invoke.config import DataProxy
@@ -18,23 +22,18 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from buildbox import build as build_stage
-from buildbox import bump as bump_stage
-from buildbox import engine, output, source
-from buildbox import fetch as fetch_stage
-from buildbox import project as project_stage
-from buildbox import record as record_stage
-from buildbox import release as release_stage
-from buildbox import reproduce as reproduce_stage
-from buildbox import sbom as sbom_stage
+from buildbox import output
 from buildbox import settings as settings_stage
-from buildbox import verify as verify_stage
-from buildbox.boxes import Box
 from buildbox.errors import BuildboxError
-from buildbox.registry import Reference
+
+if TYPE_CHECKING:
+    from buildbox.build.engine import Engine
+    from buildbox.fetch import Fetcher
 
 P = ParamSpec("P")
 R = TypeVar("R")
+#: Where the INVOKE_BUILDBOX_* variables taken out of invoke's way are kept for the tasks.
+ENVIRONMENT_KEY = "buildbox_environment"
 
 
 def _fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
@@ -51,7 +50,8 @@ def _fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def _settings(ctx: Context) -> settings_stage.Settings:
-    return settings_stage.from_config(_plain(ctx.config.buildbox))
+    environment = _plain(ctx.config.get(ENVIRONMENT_KEY, {}))
+    return settings_stage.from_config(_plain(ctx.config.buildbox), environment)
 
 
 def _plain(value: Any) -> Any:
@@ -60,6 +60,18 @@ def _plain(value: Any) -> Any:
         keys = cast("list[str]", list(value))  # DataProxy's own annotation of __iter__ is off
         return {key: _plain(value[key]) for key in keys}
     return value
+
+
+@contextmanager
+def _engine_and_fetcher(
+    settings: settings_stage.Settings, artifacts: int
+) -> Iterator[tuple[Engine, Fetcher]]:
+    """The engine, and a fetcher reporting on stderr, for the commands that build."""
+    from buildbox.build.engine import Engine
+    from buildbox.fetch import Fetcher
+
+    with output.fetch_progress(sys.stderr, artifacts) as progress, Engine.connect() as engine:
+        yield engine, Fetcher(settings, progress)
 
 
 @task(
@@ -72,8 +84,10 @@ def _plain(value: Any) -> Any:
 @_fails_cleanly
 def list_boxes(ctx: Context, box: str | None = None, json_: bool = False) -> None:
     """List the boxes: version, base image, platforms, components and inputs digest."""
-    project = project_stage.load(_settings(ctx))
-    rows = [project_stage.describe(project, b) for b in project.select(box)]
+    from buildbox.define import project as project_stage
+
+    project = project_stage.load(_settings(ctx), box=box)
+    rows = [project_stage.describe(project, b) for b in project.boxes]
     if json_:
         print(json.dumps(rows, indent=2))
         return
@@ -94,12 +108,13 @@ def list_boxes(ctx: Context, box: str | None = None, json_: bool = False) -> Non
     )
 
 
-@task(help={})
+@task
 @_fails_cleanly
 def check(ctx: Context) -> None:
     """Check every box and the component library; list every problem found, exit 1 if any."""
-    settings = _settings(ctx)
-    project, problems = project_stage.check(settings)
+    from buildbox.release.check import check_project
+
+    project, problems = check_project(_settings(ctx))
     for problem in problems:
         print(problem)
     if problems:
@@ -123,11 +138,14 @@ def fetch(
     ctx: Context, box: str | None = None, platform: str | None = None, offline: bool = False
 ) -> None:
     """Download every pinned artifact, verify its sha256, and keep it in the cache."""
+    from buildbox.define import project as project_stage
+    from buildbox.fetch import Fetcher, wanted_for
+
     settings = _settings(ctx)
-    project = project_stage.load(settings)
-    wanted = fetch_stage.wanted_for(project.select(box), project.library, platform)
+    project = project_stage.load(settings, box=box)
+    wanted = wanted_for(project.boxes, project.library, platform)
     with output.fetch_progress(sys.stderr, len(wanted)) as progress:
-        results = fetch_stage.Fetcher(settings, progress).fetch_all(wanted, offline=offline)
+        results = Fetcher(settings, progress).fetch_all(wanted, offline=offline)
     downloaded = sum(1 for result in results if result.source)
     print(
         f"fetch: {len(results)} artifact(s) verified: {downloaded} downloaded, "
@@ -136,24 +154,24 @@ def fetch(
 
 
 @task(
+    positional=["component", "version"],
     help={
         "component": "The component in shared/components.yaml to move, e.g. go.",
         "version": "The new version, as the component writes it (e.g. 1.24.3).",
         "dry_run": "Show the new pins without writing shared/components.yaml.",
-    }
+    },
 )
 @_fails_cleanly
-def bump(
-    ctx: Context, component: str | None = None, version: str | None = None, dry_run: bool = False
-) -> None:
+def bump(ctx: Context, component: str, version: str, dry_run: bool = False) -> None:
     """Move a component to a new version, with sha256s from the publisher's checksum files."""
-    if not component or not version:
-        raise BuildboxError("bump needs --component=NAME and --version=VERSION")
+    from buildbox import bump as bump_stage
+    from buildbox.define import project as project_stage
+    from buildbox.fetch import Fetcher
+
     settings = _settings(ctx)
     project = project_stage.load(settings)
     with output.fetch_progress(sys.stderr, len(project.library.components)) as progress:
-        fetcher = fetch_stage.Fetcher(settings, progress)
-        planned = bump_stage.plan(project, component, version, fetcher)
+        planned = bump_stage.plan(project, component, version, Fetcher(settings, progress))
     print(f"{planned.component}: {planned.old_version} -> {planned.new_version}")
     print(
         output.table(
@@ -167,38 +185,26 @@ def bump(
         bump_stage.apply(planned, settings.components_file)
         print(f"wrote {settings.shown(settings.components_file)}")
     for name in planned.boxes:
-        box = project.box(name)
         print(
             f"box {name} takes {component}: bump `version` in buildboxes/{name}/box.yaml "
-            f"(now {box.version}) before releasing it"
+            f"(now {project.box(name).version}) before releasing it"
         )
-
-
-def _platforms(box: Box, platform: str | None) -> tuple[str, ...]:
-    """The platform asked for (which the box must build), else all of the box's platforms."""
-    if platform is None:
-        return box.platforms
-    if platform not in box.platforms:
-        raise BuildboxError(
-            f"box {box.name} does not build for {platform}; its platforms are "
-            f"{', '.join(box.platforms)}"
-        )
-    return (platform,)
 
 
 @task(
+    positional=["box"],
     help={
         "box": "The box to build (a directory name under buildboxes/).",
         "platform": "Build only this platform, e.g. linux/arm64 (default: all of the box's).",
         "no_cache": "Build every step again, ignoring the engine's layer cache.",
         "force": "Build even when a local image already has the same inputs digest.",
         "allow_floating_base": "Accept a base image not pinned by digest (never releasable).",
-    }
+    },
 )
 @_fails_cleanly
 def build(
     ctx: Context,
-    box: str | None = None,
+    box: str,
     platform: str | None = None,
     no_cache: bool = False,
     force: bool = False,
@@ -208,28 +214,22 @@ def build(
 
     Platforms other than this machine's build under emulation (qemu-user-static).
     """
-    if not box:
-        raise BuildboxError("build needs --box=NAME (see `invoke list`)")
+    from buildbox.build.build import build_box
+    from buildbox.define import project as project_stage
+    from buildbox.source import revision
+
     settings = _settings(ctx)
-    project = project_stage.load(settings, allow_floating_base=allow_floating_base)
+    project = project_stage.load(settings, box=box, allow_floating_base=allow_floating_base)
     chosen = project.box(box)
-    targets = _platforms(chosen, platform)
-    revision = source.revision(settings.root)
-    progress = output.fetch_progress(sys.stderr, len(chosen.components) * len(targets))
-    with progress, engine.connected() as client:
+    targets = chosen.platforms_for(platform)
+    with _engine_and_fetcher(settings, len(chosen.components) * len(targets)) as (engine, fetcher):
         for target in targets:
             started = time.monotonic()
-            result = build_stage.build_box(
-                project,
-                chosen,
-                target,
-                client=client,
-                fetcher=fetch_stage.Fetcher(settings, progress),
-                revision=revision,
-                no_cache=no_cache,
-                force=force,
+            result = build_box(
+                project, chosen, target, engine=engine, fetcher=fetcher,
+                revision=revision(settings.root), no_cache=no_cache, force=force,
                 allow_floating_base=allow_floating_base,
-            )
+            )  # fmt: skip
             what = f"{chosen.name} {chosen.release_tag} ({target})"
             if result.skipped:
                 print(
@@ -241,36 +241,48 @@ def build(
             print(f"tagged {', '.join(result.tags)}")
 
 
+def _images(
+    settings: settings_stage.Settings, box: Any, image: str | None, platform: str | None
+) -> list[tuple[str | None, str]]:
+    """(platform, image) pairs: the one named (its platform if known), or the box's local
+    release tags."""
+    from buildbox.build.labels import local_tags
+    from buildbox.source import revision
+
+    targets = box.platforms_for(platform)
+    if image:
+        return [(targets[0] if len(targets) == 1 else None, image)]
+    found = revision(settings.root)
+    return [(t, local_tags(settings.registry, box, t, found)[0]) for t in targets]
+
+
 @task(
+    positional=["box"],
     help={
         "box": "The box whose images to verify.",
         "image": "Verify this image instead of the box's local release tags.",
         "platform": "Verify only this platform's image (default: all of the box's).",
-    }
+    },
 )
 @_fails_cleanly
-def verify(
-    ctx: Context, box: str | None = None, image: str | None = None, platform: str | None = None
-) -> None:
+def verify(ctx: Context, box: str, image: str | None = None, platform: str | None = None) -> None:
     """Run each image once and check its labels and that every tool reports its pinned version."""
-    if not box:
-        raise BuildboxError("verify needs --box=NAME (see `invoke list`)")
+    from buildbox.build.engine import Engine
+    from buildbox.define import project as project_stage
+    from buildbox.verify import verify_image
+
     settings = _settings(ctx)
-    project = project_stage.load(settings)
+    project = project_stage.load(settings, box=box)
     chosen = project.box(box)
-    revision = source.revision(settings.root)
-    images = [image] if image else [
-        build_stage.local_tags(settings.registry, chosen, target, revision)[0]
-        for target in _platforms(chosen, platform)
-    ]  # fmt: skip
+    images = _images(settings, chosen, image, platform)
     failed = total = 0
-    with engine.connected() as client:
-        for reference in images:
-            report = verify_stage.verify_image(client, project, chosen, reference)
+    with Engine.connect() as engine:
+        for _, reference in images:
+            report = verify_image(engine, project, chosen, reference)
             print(f"{reference} ({report.platform}):")
-            for check in report.checks:
-                print(f"{'PASS' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
-            failed += sum(not check.ok for check in report.checks)
+            for item in report.checks:
+                print(f"{'PASS' if item.ok else 'FAIL'}  {item.name}: {item.detail}")
+            failed += sum(not item.ok for item in report.checks)
             total += len(report.checks)
     if failed:
         raise Exit(f"verify: {failed} of {total} checks failed", 1)
@@ -278,43 +290,47 @@ def verify(
 
 
 @task(
+    positional=["box"],
     help={
         "box": "The box whose images to describe.",
         "image": "Describe this image instead of the box's local release tag(s).",
         "platform": "Only this platform's image (default: all of the box's).",
-        "output": "Where to write it (default: sbom/<box>/v<N>-<os>-<arch>.cdx.json; -: stdout).",
-    }
+        "output": "Where to write it (default: dist/sbom/<box>/v<N>-<os>-<arch>.cdx.json; "
+        "-: stdout). The committed sbom/ is written only by `invoke release`.",
+    },
 )
 @_fails_cleanly
 def sbom(
     ctx: Context,
-    box: str | None = None,
+    box: str,
     image: str | None = None,
     platform: str | None = None,
     output_: str | None = None,
 ) -> None:
     """Write the CycloneDX 1.6 SBOM of each built, verified image (validated before writing)."""
-    if not box:
-        raise BuildboxError("sbom needs --box=NAME (see `invoke list`)")
+    from buildbox.build.engine import Engine
+    from buildbox.define import project as project_stage
+    from buildbox.sbom import cyclonedx
+    from buildbox.source import revision
+
     settings = _settings(ctx)
-    project = project_stage.load(settings)
+    project = project_stage.load(settings, box=box)
     chosen = project.box(box)
-    revision = source.revision(settings.root)
-    targets = _platforms(chosen, platform)
-    if (image or output_) and len(targets) > 1:
+    images = _images(settings, chosen, image, platform)
+    if (output_ not in (None, "-") and len(images) > 1) or images[0][0] is None:
         raise BuildboxError("--image and --output describe one image: add --platform")
-    with engine.connected() as client:
-        for target in targets:
-            reference = (
-                image or build_stage.local_tags(settings.registry, chosen, target, revision)[0]
+    with Engine.connect() as engine:
+        for target, reference in images:
+            text = cyclonedx.describe_image(
+                engine, project, chosen, reference, revision(settings.root)
             )
-            text = sbom_stage.describe_image(client, project, chosen, reference, revision)
             if output_ == "-":
                 sys.stdout.write(text)
                 continue
-            path = Path(output_) if output_ else sbom_stage.sbom_path(project, chosen, target)
-            sbom_stage.write(path, text)
-            print(f"wrote {settings.shown(path.resolve())} (CycloneDX 1.6, valid)")
+            assert target is not None  # checked above
+            path = cyclonedx.output_path(project, chosen, target, output_)
+            cyclonedx.write(path, text)
+            print(f"wrote {settings.shown(path)} (CycloneDX 1.6, valid)")
 
 
 @task(
@@ -339,48 +355,47 @@ def sbom_diff(
     json_: bool = False,
 ) -> None:
     """Show components added, removed, or changed (version or hash) between two SBOMs."""
+    from buildbox.sbom import diff as diff_stage
+
     settings = _settings(ctx)
-    if box:
-        suffix = (platform or build_stage.host_platform()).replace("/", "-")
-        directory = settings.root / "sbom" / box
-        paths = [directory / f"{version}-{suffix}.cdx.json" for version in (from_, to)]
-    else:
-        paths = [Path(from_), Path(to)]
-    changes = sbom_stage.diff(sbom_stage.load(paths[0]), sbom_stage.load(paths[1]))
+    before, after = diff_stage.paths(settings.root, from_, to, box, platform)
+    changes = diff_stage.diff(diff_stage.load(before), diff_stage.load(after))
     if json_:
         print(json.dumps([dataclasses.asdict(change) for change in changes], indent=2))
-        return
-    if not changes:
-        print(f"no differences between {paths[0]} and {paths[1]}")
-        return
-    print(
-        output.table(
-            ["CHANGE", "TYPE", "COMPONENT", "OLD", "NEW"],
-            [[c.kind, c.purl_type, c.name, c.old, c.new] for c in changes],
+    elif not changes:
+        print(f"no differences between {before} and {after}")
+    else:
+        print(
+            output.table(
+                ["CHANGE", "TYPE", "COMPONENT", "OLD", "NEW"],
+                [[c.kind, c.purl_type, c.name, c.old, c.new] for c in changes],
+            )
         )
-    )
 
 
 @task(
+    positional=["box"],
     help={
         "box": "The box whose built, verified images (all its platforms) to publish.",
         "dev": "Push to the mutable dev location <registry>/<box>-dev:<commit> instead.",
-    }
+    },
 )
 @_fails_cleanly
-def publish(ctx: Context, box: str | None = None, dev: bool = False) -> None:
+def publish(ctx: Context, box: str, dev: bool = False) -> None:
     """Push the images and their SBOMs under the box's immutable release tag (written last).
 
     Several platforms are published as one OCI image index.
     """
-    if not box:
-        raise BuildboxError("publish needs --box=NAME (see `invoke list`)")
+    from buildbox.build.engine import Engine
+    from buildbox.define import project as project_stage
+    from buildbox.release.publish import publish_box
+    from buildbox.source import revision
+
     settings = _settings(ctx)
-    project = project_stage.load(settings)
-    chosen = project.box(box)
-    with engine.connected() as client:
-        outcome = release_stage.publish_box(
-            project, chosen, client=client, revision=source.revision(settings.root), dev=dev
+    project = project_stage.load(settings, box=box)
+    with Engine.connect() as engine:
+        outcome = publish_box(
+            project, project.box(box), engine=engine, revision=revision(settings.root), dev=dev
         )
     published = outcome.published
     state = "published" if published.tagged_now else "already published (unchanged)"
@@ -389,57 +404,55 @@ def publish(ctx: Context, box: str | None = None, dev: bool = False) -> None:
         print(f"  {target}: {digest}, sbom {sbom_digest}")
 
 
-@task(help={"box": "The box to release (its current version in box.yaml, all its platforms)."})
+@task(
+    positional=["box"],
+    help={"box": "The box to release (its current version in box.yaml, all its platforms)."},
+)
 @_fails_cleanly
-def release(ctx: Context, box: str | None = None) -> None:
+def release(ctx: Context, box: str) -> None:
     """Build, verify, write the SBOMs, publish and record a box version: the one push-button."""
-    if not box:
-        raise BuildboxError("release needs --box=NAME (see `invoke list`)")
+    from buildbox.define import project as project_stage
+    from buildbox.release.record import RECORD_FILE
+    from buildbox.release.release import release_box
+    from buildbox.source import revision
+
     settings = _settings(ctx)
-    project = project_stage.load(settings)
+    project = project_stage.load(settings, box=box)
     chosen = project.box(box)
-    progress = output.fetch_progress(sys.stderr, len(chosen.components) * len(chosen.platforms))
-    with progress, engine.connected() as client:
-        done, new = release_stage.release_box(
-            project,
-            chosen,
-            client=client,
-            fetcher=fetch_stage.Fetcher(settings, progress),
-            revision=source.revision(settings.root),
+    artifacts = len(chosen.components) * len(chosen.platforms)
+    with _engine_and_fetcher(settings, artifacts) as (engine, fetcher):
+        done, new = release_box(
+            project, chosen, engine=engine, fetcher=fetcher, revision=revision(settings.root)
         )
     if new:
         print(f"released {done.reference}")
         sboms = ", ".join(facts.sbom_path for facts in done.platforms.values())
-        print(f"recorded in {record_stage.RECORD_FILE}; SBOMs: {sboms}: commit them")
+        print(f"recorded in {RECORD_FILE}; SBOMs: {sboms}: commit them")
     else:
         print(f"{chosen.name} {chosen.release_tag} is already released: {done.reference}")
 
 
 @task(
+    positional=["box"],
     help={
         "box": "The box whose pinned reference to print.",
         "version": "Which released version (default: the latest), e.g. 3 or v3.",
         "platform": "Print that platform's image instead of the multi-platform index.",
         "json": "Print the release record entry as JSON.",
-    }
+    },
 )
 @_fails_cleanly
 def ref(
     ctx: Context,
-    box: str | None = None,
+    box: str,
     version: str | None = None,
     platform: str | None = None,
     json_: bool = False,
 ) -> None:
     """Print the pinned reference of a released box (repo:tag@sha256:...) for consumers to use."""
-    if not box:
-        raise BuildboxError("ref needs --box=NAME")
-    settings = _settings(ctx)
-    releases = record_stage.load(settings.root)
-    found = record_stage.find(releases, box, version)
-    if found is None:
-        which = f"version {version}" if version else "any version"
-        raise BuildboxError(f"no release of {box} ({which}) in {record_stage.RECORD_FILE}")
+    from buildbox.release import record
+
+    found = record.require(_settings(ctx).root, box, version)
     if json_:
         print(json.dumps(dataclasses.asdict(found), indent=2))
     else:
@@ -450,48 +463,50 @@ def ref(
 @_fails_cleanly
 def audit(ctx: Context, box: str | None = None) -> None:
     """Check every recorded release: tag still at the digest, SBOM attached and as committed."""
-    settings = _settings(ctx)
-    releases = [r for r in record_stage.load(settings.root) if box in (None, r.box)]
-    failures = 0
-    for entry in releases:
-        problems = release_stage.audit_release(settings, entry)
-        failures += bool(problems)
+    from buildbox.release.audit import audit as audit_stage
+
+    results = audit_stage(_settings(ctx), box)
+    for entry, problems in results:
         print(f"{'PASS' if not problems else 'FAIL'}  {entry.reference}")
         for problem in problems:
             print(f"      {problem}")
+    failures = sum(bool(problems) for _, problems in results)
     if failures:
-        raise Exit(f"audit: {failures} of {len(releases)} releases drifted", 1)
-    print(f"audit: {len(releases)} release(s) match the registry and the committed SBOMs")
+        raise Exit(f"audit: {failures} of {len(results)} releases drifted", 1)
+    print(f"audit: {len(results)} release(s) match the registry and the committed SBOMs")
 
 
 @task(
+    positional=["box"],
     help={
         "box": "The box whose release to rebuild.",
         "version": "The released version to rebuild (default: the latest), e.g. 3 or v3.",
-    }
+    },
 )
 @_fails_cleanly
-def reproduce(ctx: Context, box: str | None = None, version: str | None = None) -> None:
+def reproduce(ctx: Context, box: str, version: str | None = None) -> None:
     """Rebuild a release from its recorded commit and compare with the record and the registry."""
-    if not box:
-        raise BuildboxError("reproduce needs --box=NAME")
+    from buildbox.oci.refs import Reference
+    from buildbox.oci.registry import open_registry
+    from buildbox.release import record
+    from buildbox.release.reproduce import SAME_CONTENT
+    from buildbox.release.reproduce import reproduce as reproduce_stage
+
     settings = _settings(ctx)
-    found = record_stage.find(record_stage.load(settings.root), box, version)
-    if found is None:
-        raise BuildboxError(f"no release of {box} in {record_stage.RECORD_FILE}")
-    registry = release_stage.registry_for(Reference.parse(found.reference))
-    progress = output.fetch_progress(sys.stderr, 1)
-    with progress, engine.connected() as client, contextlib.closing(registry):
-        outcome = reproduce_stage.reproduce(
-            settings,
-            found,
-            client=client,
-            fetcher=fetch_stage.Fetcher(settings, progress),
-            registry=registry,
+    found = record.require(settings.root, box, version)
+    with (
+        _engine_and_fetcher(settings, 1) as (engine, fetcher),
+        open_registry(Reference.parse(found.reference)) as registry,
+    ):
+        outcome = reproduce_stage(
+            settings, found, engine=engine, fetcher=fetcher, registry=registry
         )
     print(f"recorded:    {outcome.recorded}")
     print(f"in registry: {outcome.in_registry or 'nothing (the tag is gone)'}")
     print(f"rebuilt:     {outcome.rebuilt}")
+    print(f"epoch:       {outcome.epoch} (the time the release was built as)")
+    for verdict in outcome.platforms:
+        print(f"  {verdict.platform}: {verdict.verdict}")
     for line in outcome.differences:
         print(f"  {line}")
     if outcome.networked:
@@ -502,43 +517,36 @@ def reproduce(ctx: Context, box: str | None = None, version: str | None = None) 
         )
     if not outcome.reproducible:
         raise Exit(f"reproduce: {box} v{outcome.version} did NOT reproduce", 1)
-    print(f"reproduce: {box} v{outcome.version} reproduced bit for bit")
+    if outcome.bit_for_bit:
+        print(f"reproduce: {box} v{outcome.version} reproduced bit for bit")
+    else:
+        print(
+            f"reproduce: {box} v{outcome.version} reproduced: {SAME_CONTENT} (the files, their "
+            "metadata and the image config are identical; only the gzip bytes differ, e.g. "
+            "another zlib)"
+        )
 
 
 @task
 @_fails_cleanly
 def matrix(ctx: Context) -> None:
     """Print, as JSON for a CI matrix, each box and platform whose version is not yet released."""
-    settings = _settings(ctx)
-    project = project_stage.load(settings)
-    releases = record_stage.load(settings.root)
-    include = [
-        {"box": box.name, "version": box.version, "platform": platform}
-        for box in project.boxes
-        if record_stage.find(releases, box.name, box.version) is None
-        for platform in box.platforms
-    ]
-    print(json.dumps({"include": include}))
+    from buildbox.define import project as project_stage
+    from buildbox.release.release import unreleased
+
+    print(json.dumps({"include": unreleased(project_stage.load(_settings(ctx)))}))
 
 
 def namespace(root: Path) -> Collection:
     """The task collection for a project whose files (buildboxes/, shared/) are under ``root``."""
     ns = Collection(
-        list_boxes,
-        check,
-        fetch,
-        bump,
-        build,
-        verify,
-        sbom,
-        sbom_diff,
-        publish,
-        release,
-        ref,
-        audit,
-        matrix,
-        reproduce,
+        list_boxes, check, fetch, bump, build, verify, sbom, sbom_diff, publish, release, ref,
+        audit, matrix, reproduce,
+    )  # fmt: skip
+    ns.configure(
+        {
+            "buildbox": {**settings_stage.DEFAULTS, "root": str(root)},
+            ENVIRONMENT_KEY: settings_stage.take_environment(),
+        }
     )
-    defaults: dict[str, Any] = {**settings_stage.DEFAULTS, "root": str(root)}
-    ns.configure({"buildbox": defaults})
     return ns

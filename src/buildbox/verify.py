@@ -7,18 +7,16 @@ prints a marker, runs the probe, and prints its exit status, for each component 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-import docker.errors
-import requests
-
-from buildbox.boxes import Box
-from buildbox.build import LABEL_BOX, LABEL_INPUTS, LABEL_PLATFORM, LABEL_VERSION
+from buildbox.build.engine import Engine
+from buildbox.build.labels import LABEL_BOX, LABEL_INPUTS, LABEL_PLATFORM, LABEL_VERSION
+from buildbox.define.boxes import Box
+from buildbox.define.inputs import box_components, inputs_digest
+from buildbox.define.library import Component
+from buildbox.define.project import Project
 from buildbox.errors import BuildboxError
-from buildbox.inputs import box_components, inputs_digest
-from buildbox.library import Component
-from buildbox.project import Project
 
 _PROBE = "@@buildbox-probe"
 _EXIT = "@@buildbox-exit"
@@ -62,7 +60,9 @@ def probe_script(components: tuple[Component, ...]) -> str:
     for component in components:
         lines.append(f"echo '{_PROBE} {component.name}'")
         lines.append(f"{shlex.join(component.probe.command)} </dev/null")
-        lines.append(f'echo "{_EXIT} $?"')
+        # The status is kept first: the newline keeps the marker on a line of its own when the
+        # tool's output does not end in one.
+        lines.append(f'status=$?; echo; echo "{_EXIT} $status"')
     return "\n".join(lines) + "\n"
 
 
@@ -96,17 +96,16 @@ def parse_probes(output: str, components: tuple[Component, ...]) -> tuple[ProbeR
 
 
 def verify_image(
-    client: Any, project: Project, box: Box, image_ref: str, timeout: float = 300
+    engine: Engine, project: Project, box: Box, image_ref: str, timeout: float = 300
 ) -> Report:
     """Check the labels, run all probes in one container, and report every check."""
-    try:
-        image = client.images.get(image_ref)
-    except docker.errors.ImageNotFound:
+    image = engine.image(image_ref)
+    if image is None:
         raise BuildboxError(
             f"no local image {image_ref}; build it first: invoke build --box={box.name}"
-        ) from None
-    labels = image.labels or {}
-    platform = labels.get(LABEL_PLATFORM) or "{Os}/{Architecture}".format(**image.attrs)
+        )
+    labels = image.labels
+    platform = labels.get(LABEL_PLATFORM) or image.platform
     checks = [
         _label(labels, LABEL_BOX, box.name),
         _label(labels, LABEL_VERSION, box.version),
@@ -117,29 +116,36 @@ def verify_image(
     else:
         checks.append(Check("platform", False, f"{platform} is not one of the box's platforms"))
     components = box_components(box, project.library)
-    output, problem = _run(client, image.id, probe_script(components), timeout)
+    try:
+        output, status = engine.run_script(image.id, probe_script(components), timeout, "verify")
+        problem = _run_problem(output, status, timeout)
+    except BuildboxError as error:  # e.g. the image has no /bin/sh
+        output, problem = "", str(error)
     checks.append(Check("image runs", problem is None, problem or "one container ran every probe"))
     probes = parse_probes(output, components) if problem is None else ()
     for probe in probes:
-        if probe.ok:
-            detail = f"`{probe.command}` printed {probe.expect!r}"
-        elif probe.exit_code is None:
-            detail = f"`{probe.command}` did not run to the end"
-        else:
-            shown = probe.output.splitlines()[0] if probe.output else "nothing"
-            detail = (
-                f"`{probe.command}` exited {probe.exit_code} and printed {shown!r}; "
-                f"expected {probe.expect!r} (the version pinned in shared/components.yaml)"
-            )
-        checks.append(Check(f"probe {probe.component}", probe.ok, detail))
+        checks.append(Check(f"probe {probe.component}", probe.ok, describe_probe(probe)))
     return Report(image_ref, platform, tuple(checks), probes)
 
 
+def describe_probe(probe: ProbeResult) -> str:
+    """What a probe did, as verify prints it."""
+    if probe.ok:
+        return f"`{probe.command}` printed {probe.expect!r}"
+    if probe.exit_code is None:
+        return f"`{probe.command}` did not run to the end"
+    shown = probe.output.splitlines()[0] if probe.output else "nothing"
+    return (
+        f"`{probe.command}` exited {probe.exit_code} and printed {shown!r}; "
+        f"expected {probe.expect!r} (the version pinned in shared/components.yaml)"
+    )
+
+
 def require_verified(
-    client: Any, project: Project, box: Box, image_ref: str, consequence: str
+    engine: Engine, project: Project, box: Box, image_ref: str, consequence: str
 ) -> Report:
     """The verify report of an image that passes every check; otherwise an error listing them."""
-    report = verify_image(client, project, box, image_ref)
+    report = verify_image(engine, project, box, image_ref)
     failed = [f"{check.name}: {check.detail}" for check in report.checks if not check.ok]
     if failed:
         raise BuildboxError(
@@ -148,36 +154,17 @@ def require_verified(
     return report
 
 
-def _label(labels: dict[str, str], key: str, expected: str) -> Check:
+def _label(labels: Mapping[str, str], key: str, expected: str) -> Check:
     found = labels.get(key)
     if found == expected:
         return Check(f"label {key}", True, expected)
     return Check(f"label {key}", False, f"expected {expected!r}, image has {found!r}")
 
 
-def _run(client: Any, image_id: str, script: str, timeout: float) -> tuple[str, str | None]:
-    """Run ``script`` with /bin/sh in one throw-away container: (output, problem or None)."""
-    container = None
-    try:
-        container = client.containers.create(
-            image_id,
-            entrypoint=["/bin/sh", "-c"],
-            command=[script],
-            network_mode="none",
-            privileged=False,
-            security_opt=["no-new-privileges"],
-            labels={"dev.buildbox.verify": "true"},
-        )
-        container.start()
-        status = container.wait(timeout=timeout)
-        output = container.logs(stdout=True, stderr=True).decode(errors="replace")
-    except requests.exceptions.RequestException:  # the wait timed out
-        return "", f"the probes did not finish within {timeout:g} s"
-    except docker.errors.APIError as error:
-        return "", f"the container did not run: {error.explanation or error}"
-    finally:
-        if container is not None:
-            container.remove(force=True)
-    if status.get("StatusCode") != 0:
-        return output, f"the probe script exited {status.get('StatusCode')}: {output[-500:]}"
-    return output, None
+def _run_problem(output: str, status: int | None, timeout: float) -> str | None:
+    """Why the probe script did not run through, or None when it did."""
+    if status is None:
+        return f"the probes did not finish within {timeout:g} s"
+    if status != 0:
+        return f"the probe script exited {status}: {output[-500:]}"
+    return None

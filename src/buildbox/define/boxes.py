@@ -6,11 +6,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildbox import yamldoc
-from buildbox.dockerfile import check_dockerfile
-from buildbox.errors import Problem
-from buildbox.library import Library
-from buildbox.refs import is_pinned
+from buildbox.define import yamldoc
+from buildbox.define.dockerfile import check_dockerfile
+from buildbox.define.library import Library
+from buildbox.errors import BuildboxError, Problem
+from buildbox.oci.refs import is_pinned
 from buildbox.settings import Settings
 
 BOX_FILE = "box.yaml"
@@ -38,6 +38,17 @@ class Box:
     def dockerfile(self) -> Path:
         return self.directory / DOCKERFILE
 
+    def platforms_for(self, platform: str | None) -> tuple[str, ...]:
+        """``platform`` (which the box must build), or all of the box's platforms when None."""
+        if platform is None:
+            return self.platforms
+        if platform not in self.platforms:
+            raise BuildboxError(
+                f"box {self.name} does not build for {platform}; its platforms are "
+                f"{', '.join(self.platforms)} (buildboxes/{self.name}/{BOX_FILE})"
+            )
+        return (platform,)
+
     def files(self) -> tuple[Path, ...]:
         """The box's own files that go into its build context (everything but box.yaml)."""
         return tuple(
@@ -53,6 +64,13 @@ def box_directories(settings: Settings) -> list[Path]:
     if not settings.boxes_dir.is_dir():
         return []
     return sorted(p for p in settings.boxes_dir.iterdir() if p.is_dir())
+
+
+def declared_components(directory: Path) -> set[str]:
+    """The component names a box's box.yaml lists, read leniently (the box may be invalid)."""
+    document = yamldoc.load(directory / BOX_FILE, BOX_FILE, [])
+    listed = document.get("components") if isinstance(document, dict) else None
+    return {name for name in listed if isinstance(name, str)} if isinstance(listed, list) else set()
 
 
 def load_box(

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import ipaddress
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from cyclonedx import spdx
 from packageurl import PackageURL
 
-from buildbox import yamldoc
+from buildbox.define import yamldoc
 from buildbox.errors import Problem
+from buildbox.http import is_loopback
 from buildbox.settings import Settings
 
 
@@ -110,15 +110,16 @@ def load_library(settings: Settings, problems: list[Problem]) -> Library:
         return Library(())
     broken: set[str] = set()
     for path, problem in yamldoc.validate(document, "components", shown):
-        problems.append(problem)
         if len(path) >= 2 and path[0] == "components":
             broken.add(str(path[1]))
+            problems.append(replace(problem, component=str(path[1])))
         else:
+            problems.append(problem)
             return Library(())
     components = []
     for name, data in document["components"].items():
         found = _check_component(name, data, settings, document, shown)
-        problems.extend(found)
+        problems.extend(replace(problem, component=name) for problem in found)
         if found or name in broken:
             broken.add(name)
         else:
@@ -248,7 +249,7 @@ def url_problem(url: str, allow_http_hosts: tuple[str, ...]) -> str | None:
     if parts.scheme == "https":
         return None
     if parts.scheme == "http" and (
-        _is_loopback(parts.hostname) or parts.hostname in allow_http_hosts
+        is_loopback(parts.hostname) or parts.hostname in allow_http_hosts
     ):
         return None
     if parts.scheme == "http":
@@ -257,12 +258,3 @@ def url_problem(url: str, allow_http_hosts: tuple[str, ...]) -> str | None:
             "buildbox.allow_http_hosts in invoke.yaml"
         )
     return f"{url!r} uses {parts.scheme!r}; expected an https URL"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

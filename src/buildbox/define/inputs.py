@@ -8,13 +8,12 @@ is left out: a mirror or a new version number does not change what is inside.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from buildbox.boxes import Box
-from buildbox.library import Component, Library
+from buildbox.define.boxes import Box
+from buildbox.define.library import Component, Library
+from buildbox.digests import canonical_json, digest_of, sha256_hex
 from buildbox.settings import Settings
 
 #: Bump when the meaning of the digest changes, so that old and new digests never compare equal.
@@ -82,13 +81,11 @@ def inputs_digest(
     box: Box, library: Library, settings: Settings, platform: str | None = None
 ) -> str:
     """``sha256:<hex>`` of the box's inputs (all platforms, or just ``platform``)."""
-    manifest = inputs_manifest(box, library, settings, platform)
-    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+    return digest_of(canonical_json(inputs_manifest(box, library, settings, platform)))
 
 
 def _file_entry(path: Path) -> dict[str, Any]:
     return {
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": sha256_hex(path.read_bytes()),
         "executable": bool(path.stat().st_mode & 0o111),
     }

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from buildbox.boxes import Box
+from buildbox.define.boxes import Box
+from buildbox.define.inputs import box_components, install_scripts
+from buildbox.define.library import Library
 from buildbox.errors import BuildboxError
-from buildbox.inputs import box_components, install_scripts
-from buildbox.library import Library
 from buildbox.settings import Settings
 
 CONTEXT_DIR = ".buildbox"

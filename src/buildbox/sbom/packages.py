@@ -2,18 +2,17 @@
 
 dpkg and apk keep plain-text databases, read straight out of the image without running it; rpm's
 database is binary, so ``rpm -qa`` runs in a throw-away container (no network) when the image has
-one.
+one. The parsers are pure functions over the databases' text.
 """
 
 from __future__ import annotations
 
-import io
-import tarfile
 from dataclasses import dataclass
-from typing import Any
 
-import docker.errors
 from packageurl import PackageURL
+
+from buildbox.build.engine import Engine
+from buildbox.errors import BuildboxError
 
 DPKG_STATUS = "/var/lib/dpkg/status"
 APK_INSTALLED = "/lib/apk/db/installed"
@@ -121,52 +120,19 @@ def parse_rpm_query(text: str, distro: str) -> list[OsPackage]:
     return packages
 
 
-def inventory(client: Any, image_id: str) -> tuple[OsPackage, ...]:
+def inventory(engine: Engine, image_id: str) -> tuple[OsPackage, ...]:
     """Every OS package in the image, sorted; empty for an image without a package database."""
-    container = client.containers.create(image_id, network_mode="none", entrypoint=["/bin/sh"])
-    try:
-        release = parse_os_release(_read(container, OS_RELEASE) or "")
-        distro = release.get("ID", "")
-        found: list[OsPackage] = []
-        if (dpkg := _read(container, DPKG_STATUS)) is not None:
-            found += parse_dpkg_status(dpkg, distro)
-        if (apk := _read(container, APK_INSTALLED)) is not None:
-            found += parse_apk_installed(apk, distro)
-        has_rpm = _exists(container, RPM_DATABASE)
-    finally:
-        container.remove(force=True)
-    if has_rpm:
-        found += parse_rpm_query(_rpm_query(client, image_id), distro)
+    files = engine.read_files(image_id, [OS_RELEASE, DPKG_STATUS, APK_INSTALLED, RPM_DATABASE])
+    distro = parse_os_release(files[OS_RELEASE] or "").get("ID", "")
+    found: list[OsPackage] = []
+    if (dpkg := files[DPKG_STATUS]) is not None:
+        found += parse_dpkg_status(dpkg, distro)
+    if (apk := files[APK_INSTALLED]) is not None:
+        found += parse_apk_installed(apk, distro)
+    if files[RPM_DATABASE] is not None:
+        query = f"rpm -qa --queryformat '{_RPM_QUERY}'"
+        output, status = engine.run_script(image_id, query, 300, "rpm-query")
+        if status != 0:
+            raise BuildboxError(f"`rpm -qa` failed in {image_id} (exit {status}): {output[-300:]}")
+        found += parse_rpm_query(output, distro)
     return tuple(sorted(set(found)))
-
-
-def _read(container: Any, path: str) -> str | None:
-    try:
-        stream, _ = container.get_archive(path)
-    except docker.errors.NotFound:
-        return None
-    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
-        member = archive.next()
-        if member is None or not member.isfile():
-            return None
-        extracted = archive.extractfile(member)
-        return extracted.read().decode(errors="replace") if extracted else None
-
-
-def _exists(container: Any, path: str) -> bool:
-    try:
-        container.get_archive(path)[0].close()
-    except docker.errors.NotFound:
-        return False
-    return True
-
-
-def _rpm_query(client: Any, image_id: str) -> str:
-    output: bytes = client.containers.run(
-        image_id,
-        ["-c", f"rpm -qa --queryformat '{_RPM_QUERY}'"],
-        entrypoint=["/bin/sh"],
-        network_mode="none",
-        remove=True,
-    )
-    return output.decode(errors="replace")

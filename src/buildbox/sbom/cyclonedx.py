@@ -8,13 +8,11 @@ CycloneDX 1.6 schema before it is written.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from cyclonedx.model import (
     ExternalReference,
@@ -26,25 +24,55 @@ from cyclonedx.model import (
 )
 from cyclonedx.model.bom import Bom, BomMetaData
 from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.model.dependency import Dependable, Dependency
 from cyclonedx.model.license import LicenseExpression
 from cyclonedx.output.json import JsonV1Dot6
-from cyclonedx.schema import SchemaVersion
-from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
-from buildbox.boxes import Box
-from buildbox.build import LABEL_INPUTS
+from buildbox.build.engine import Engine
+from buildbox.build.labels import LABEL_INPUTS
+from buildbox.define.boxes import Box
+from buildbox.define.inputs import box_components
+from buildbox.define.project import Project
 from buildbox.errors import BuildboxError
 from buildbox.files import write_atomically
-from buildbox.inputs import box_components
-from buildbox.packages import OsPackage, inventory
-from buildbox.project import Project
+from buildbox.oci.refs import Reference
+from buildbox.sbom import validation
+from buildbox.sbom.naming import COMMITTED_DIR, OUTPUT_DIR, filename
+from buildbox.sbom.packages import OsPackage, inventory
 from buildbox.source import Revision
 from buildbox.verify import Report, require_verified
 
 #: Property names (CycloneDX properties are free-form; a prefix keeps ours apart).
 PREFIX = "buildbox:"
 _SERIAL_NAMESPACE = uuid.UUID("5b0c8c1e-2f5e-4c38-9d3a-6a4f6f0f2b7e")
+
+
+def _with_indexed_dependencies(bom: Bom) -> Bom:
+    """``bom``, finding an already registered dependency by a set look-up.
+
+    The library's ``register_dependency`` scans every entry, and its own ``validate()`` (run by
+    every serialisation) calls it once per component: quadratic in the packages of an image.
+    Registering a known target with no new dependencies changes nothing, so such calls return at
+    once; everything else goes to the library. Set on this one object (a subclass would not be
+    serialised: the library's serialiser knows ``Bom`` itself).
+    """
+    library_method = bom.register_dependency
+    known: tuple[int, set[str]] = (-1, set())
+
+    def register_dependency(
+        target: Dependable, depends_on: Iterable[Dependable] | None = None
+    ) -> None:
+        nonlocal known
+        if depends_on is None:
+            if known[0] != len(bom.dependencies):
+                known = (len(bom.dependencies), {str(d.ref.value) for d in bom.dependencies})
+            if target.bom_ref.value in known[1]:
+                return
+        library_method(target, depends_on)
+
+    bom.register_dependency = register_dependency  # type: ignore[method-assign]
+    return bom
 
 
 @dataclass(frozen=True)
@@ -58,10 +86,18 @@ class ImageFacts:
     digest: str | None = None
 
 
-def sbom_path(project: Project, box: Box, platform: str) -> Path:
-    """Where the committed SBOM of the box's current version lives, for one platform."""
-    name = f"{box.release_tag}-{platform.replace('/', '-')}.cdx.json"
-    return project.settings.root / "sbom" / box.name / name
+def output_path(project: Project, box: Box, platform: str, asked: str | None) -> Path:
+    """Where ``invoke sbom`` writes: ``asked``, else under dist/sbom/; never the committed sbom/,
+    which belongs to `invoke release` (audit compares it with the registry)."""
+    root = project.settings.root
+    default = root / OUTPUT_DIR / box.name / filename(box, platform)
+    path = Path(asked).resolve() if asked else default
+    if path.is_relative_to(root / COMMITTED_DIR):
+        raise BuildboxError(
+            f"{project.settings.shown(path)} is in {COMMITTED_DIR}/, which only `invoke release` "
+            f"writes (the committed SBOMs that `invoke audit` checks); choose another --output"
+        )
+    return path
 
 
 def build_bom(
@@ -139,6 +175,12 @@ def build_bom(
             component=image, timestamp=datetime.fromtimestamp(revision.epoch, UTC)
         ),
         components=parts,
+        # What bom.register_dependency(image, parts) records, set at once: that method scans
+        # every earlier entry, which is quadratic in the number of packages.
+        dependencies=[
+            Dependency(ref=image.bom_ref, dependencies=[Dependency(ref=p.bom_ref) for p in parts]),
+            *(Dependency(ref=p.bom_ref) for p in parts),
+        ],
         properties=[
             Property(name=f"{PREFIX}box", value=box.name),
             Property(name=f"{PREFIX}box-version", value=box.version),
@@ -147,8 +189,7 @@ def build_bom(
             Property(name=f"{PREFIX}source-revision", value=revision.label),
         ],
     )
-    bom.register_dependency(image, parts)
-    return bom
+    return _with_indexed_dependencies(bom)
 
 
 def _image_component(box: Box, facts: ImageFacts, revision: Revision) -> Component:
@@ -175,14 +216,14 @@ def _image_component(box: Box, facts: ImageFacts, revision: Revision) -> Compone
 
 
 def _base_component(base: str) -> Component:
-    name, _, digest = base.partition("@")
-    repository = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+    reference = Reference.parse(base, default_host=True)
+    digest = reference.digest
     return Component(
         type=ComponentType.CONTAINER,
-        name=repository,
-        version=digest or name,
+        name=reference.name,
+        version=digest or reference.tag or "latest",
         bom_ref=f"base:{base}",
-        purl=_oci_purl(repository, digest) if digest else None,
+        purl=_oci_purl(reference.name, digest) if digest else None,
         hashes=[HashType(alg=HashAlgorithm.SHA_256, content=digest.removeprefix("sha256:"))]
         if digest
         else [],
@@ -201,11 +242,12 @@ def _oci_purl(repository: str, digest: str, platform: str | None = None) -> Pack
 
 
 def describe_image(
-    client: Any, project: Project, box: Box, image_ref: str, revision: Revision
+    engine: Engine, project: Project, box: Box, image_ref: str, revision: Revision
 ) -> str:
     """Verify the image, inventory its OS packages, and render its SBOM (validated)."""
-    report = require_verified(client, project, box, image_ref, "no SBOM is written")
-    image = client.images.get(image_ref)
+    report = require_verified(engine, project, box, image_ref, "no SBOM is written")
+    image = engine.image(image_ref)
+    assert image is not None  # verify has just found it
     facts = ImageFacts(
         image_id=image.id,
         platform=report.platform,
@@ -213,7 +255,7 @@ def describe_image(
         repository=None,
         digest=None,
     )
-    bom = build_bom(project, box, facts, report, inventory(client, image.id), revision)
+    bom = build_bom(project, box, facts, report, inventory(engine, image.id), revision)
     return render(bom)
 
 
@@ -225,13 +267,11 @@ def render(bom: Bom) -> str:
 
 
 def validate(text: str) -> None:
-    """Raise unless ``text`` is valid CycloneDX 1.6 JSON."""
-    errors = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text, all_errors=True)
-    if errors:
-        listed = errors if isinstance(errors, Iterable) else [errors]
-        details = "; ".join(str(getattr(e, "data", e))[:200] for e in listed)
+    """Raise unless ``text`` is valid CycloneDX 1.6 JSON (the library's strict schema)."""
+    found = validation.problems(text)
+    if found:
         raise BuildboxError(
-            f"the SBOM is not valid CycloneDX 1.6, so it was not written: {details}"
+            f"the SBOM is not valid CycloneDX 1.6, so it was not written: {'; '.join(found[:5])}"
         )
 
 
@@ -240,63 +280,3 @@ def write(path: Path, text: str) -> None:
     validate(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, text)
-
-
-# --- comparing two SBOMs ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Change:
-    kind: str  # added, removed, version, hash
-    name: str
-    purl_type: str
-    old: str
-    new: str
-
-
-def load(path: Path) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BuildboxError(f"no SBOM at {path}") from None
-    except (OSError, ValueError) as error:
-        raise BuildboxError(f"{path} is not a readable JSON SBOM: {error}") from None
-    return data
-
-
-def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
-    """Components added, removed, or whose version or sha256 changed, between two SBOMs."""
-    before, after = _index(old), _index(new)
-    changes = []
-    for key in sorted(before.keys() | after.keys()):
-        a, b = before.get(key), after.get(key)
-        if a is None and b is not None:
-            changes.append(Change("added", key[1], key[0], "", b["version"]))
-        elif b is None and a is not None:
-            changes.append(Change("removed", key[1], key[0], a["version"], ""))
-        elif a is not None and b is not None:
-            if a["version"] != b["version"]:
-                changes.append(Change("version", key[1], key[0], a["version"], b["version"]))
-            elif a["sha256"] != b["sha256"]:
-                changes.append(Change("hash", key[1], key[0], a["sha256"], b["sha256"]))
-    return changes
-
-
-def _index(bom: dict[str, Any]) -> dict[tuple[str, str], dict[str, str]]:
-    """Components by identity: (purl type, name with namespace and arch), version left out."""
-    index = {}
-    for component in bom.get("components", []):
-        purl = component.get("purl")
-        parsed = PackageURL.from_string(purl) if purl else None
-        kind = parsed.type if parsed else component.get("type", "")
-        name = component.get("name", "")
-        if parsed and parsed.namespace:
-            name = f"{parsed.namespace}/{name}"
-        if parsed and isinstance(parsed.qualifiers, dict) and parsed.qualifiers.get("arch"):
-            name = f"{name} ({parsed.qualifiers['arch']})"
-        hashes = [h.get("content", "") for h in component.get("hashes", [])]
-        index[(kind, name)] = {
-            "version": str(component.get("version", "")),
-            "sha256": hashes[0] if hashes else "",
-        }
-    return index

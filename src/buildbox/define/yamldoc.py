@@ -9,11 +9,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedBase, CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from buildbox import lazy_jsonschema
 from buildbox.errors import Problem
 
 FieldPath = tuple[str | int, ...]
@@ -87,7 +87,7 @@ def _schema(name: str) -> dict[str, Any]:
 
 def validate(document: Any, schema_name: str, shown_as: str) -> list[tuple[FieldPath, Problem]]:
     """Every schema violation in ``document``, as (path of the offending field, problem)."""
-    validator = jsonschema.Draft202012Validator(_schema(schema_name))
+    validator = lazy_jsonschema.load().Draft202012Validator(_schema(schema_name))
     found = []
     for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.path))):
         for path, message in _explain(error):
@@ -97,7 +97,7 @@ def validate(document: Any, schema_name: str, shown_as: str) -> list[tuple[Field
     return found
 
 
-def _explain(error: jsonschema.ValidationError) -> Iterator[tuple[FieldPath, str]]:
+def _explain(error: Any) -> Iterator[tuple[FieldPath, str]]:
     """Turn a jsonschema error into field paths and messages a person can act on."""
     path: FieldPath = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}

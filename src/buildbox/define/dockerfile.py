@@ -11,7 +11,7 @@ from pathlib import Path
 from dockerfile_parse import DockerfileParser
 
 from buildbox.errors import Problem
-from buildbox.refs import is_pinned
+from buildbox.oci.refs import is_pinned
 
 #: The build argument through which the toolkit passes the box's pinned base image.
 BASE_ARG = "BUILDBOX_BASE"

@@ -2,132 +2,39 @@
 
 It does what publishing needs and no more: ping, authenticate (basic, or bearer tokens from the
 registry's token service), manifests by tag or digest with the full Accept header, blobs (exists,
-upload), and the referrers API with the tag-schema fallback. Credentials come from the
-environment or the Docker config (including credential helpers) and never appear in messages.
+upload), and the referrers API. Credentials (``oci.credentials``) never appear in messages.
+Open one with :func:`open_registry` and use it as a context manager: its connections close with
+the block.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
-import ipaddress
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from types import TracebackType
+from typing import IO, Any, Self
 
-import docker.auth
-import docker.errors
 import requests
-import requests.adapters
-from urllib3.util.retry import Retry
 
+from buildbox.digests import digest_of
 from buildbox.errors import BuildboxError
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-#: Without the OCI types the distribution registry answers MANIFEST_UNKNOWN for OCI manifests,
-#: and a client would wrongly believe a tag is absent.
-MANIFEST_ACCEPT = f"{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str = field(repr=False)  # never printed, not even by repr()
-
-
-def credentials_for(host: str) -> Credentials | None:
-    """Credentials for ``host``: BUILDBOX_REGISTRY_USERNAME/PASSWORD, else the Docker config.
-
-    The Docker config (``~/.docker/config.json``, ``DOCKER_CONFIG``) is read with docker-py,
-    which also asks credential helpers (``credsStore``, ``credHelpers``).
-    """
-    username = os.environ.get("BUILDBOX_REGISTRY_USERNAME")
-    password = os.environ.get("BUILDBOX_REGISTRY_PASSWORD")
-    if username and password:
-        return Credentials(username, password)
-    try:
-        found = docker.auth.load_config().resolve_authconfig(host)
-    except (docker.errors.DockerException, OSError, ValueError):
-        return None
-    if not found:
-        return None
-    # config.json entries come back lower-case, credential helpers' answers capitalised.
-    username = found.get("username") or found.get("Username")
-    password = found.get("password") or found.get("Password")
-    return Credentials(username, password) if username and password else None
+from buildbox.http import is_loopback, reason, retrying_session
+from buildbox.oci.credentials import Credentials, credentials_for
+from buildbox.oci.documents import MANIFEST_ACCEPT, OCI_INDEX
+from buildbox.oci.refs import Reference
 
 
 class RegistryError(BuildboxError):
     """The registry refused or failed a request; the message never holds a secret."""
 
 
-@dataclass(frozen=True)
-class Reference:
-    """``host/repository[:tag][@digest]``, split."""
-
-    host: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Reference:
-        name, _, digest = text.partition("@")
-        tag = None
-        last = name.rsplit("/", 1)[-1]
-        if ":" in last:
-            name, tag = name.rsplit(":", 1)
-        host, _, repository = name.partition("/")
-        if not repository or not ("." in host or ":" in host or host == "localhost"):
-            raise BuildboxError(
-                f"{text!r} does not name a registry host: expected host[:port]/repository"
-            )
-        return cls(host, repository, tag, digest or None)
-
-    @property
-    def name(self) -> str:
-        return f"{self.host}/{self.repository}"
-
-    def __str__(self) -> str:
-        text = self.name
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    media_type: str
-    digest: str
-    size: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def is_plain_http(host: str) -> bool:
     """Loopback registries speak plain http (as the Docker engine assumes); others https."""
-    hostname = host.rsplit(":", 1)[0].strip("[]")
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(host.rsplit(":", 1)[0] if not host.endswith("]") else host)
 
 
 class Registry:
@@ -147,15 +54,23 @@ class Registry:
         api_host = "registry-1.docker.io" if host in ("docker.io", "index.docker.io") else host
         self.base = f"{scheme}://{api_host}"
         self.timeout = timeout
-        self.http = requests.Session()
-        retry = Retry(total=3, connect=3, read=0, status=0, backoff_factor=0.2,
-                      allowed_methods=frozenset({"GET", "HEAD"}))  # fmt: skip
-        self.http.mount("http://", requests.adapters.HTTPAdapter(max_retries=retry))
-        self.http.mount("https://", requests.adapters.HTTPAdapter(max_retries=retry))
+        # Connection errors of reads are retried; statuses are answered by the caller.
+        self.http = retrying_session(retries=3, backoff=0.2, statuses=())
         self._token: dict[str, str] = {}
 
     def close(self) -> None:
         self.http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     # --- transport and authentication ----------------------------------------------------
 
@@ -173,7 +88,7 @@ class Registry:
                 )
             except requests.RequestException as error:
                 raise RegistryError(
-                    f"cannot reach the registry {self.host}: {_plain(error)}"
+                    f"cannot reach the registry {self.host}: {reason(error)}"
                 ) from None
             if response.status_code == 401 and attempt == 0:
                 self._authenticate(response, scope)
@@ -337,11 +252,6 @@ class Registry:
         return index
 
 
-def fallback_tag(digest: str) -> str:
-    """The referrers tag schema: ``sha256-<hex>`` names the index of what refers to ``digest``."""
-    return digest.replace(":", "-")
-
-
 def _pull(repository: str) -> str:
     return f"repository:{repository}:pull"
 
@@ -357,14 +267,7 @@ def _opened(source: Path | bytes) -> Iterator[IO[bytes]]:
         yield stream
 
 
-def _plain(error: Exception) -> str:
-    text = str(error)
-    for marker in (
-        "Connection refused",
-        "Connection reset",
-        "timed out",
-        "Name or service not known",
-    ):
-        if marker in text:
-            return marker.lower()
-    return text
+def open_registry(where: str | Reference, timeout: float = 60) -> Registry:
+    """A client for the registry of ``where`` (a host or a reference), with its credentials."""
+    host = where.host if isinstance(where, Reference) else where
+    return Registry(host, credentials_for(host), timeout=timeout)

@@ -1,0 +1,78 @@
+"""The one home for HTTP sessions that retry, and for short reasons of HTTP failures."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import requests
+
+#: Statuses worth another try: the server may answer properly in a moment.
+TRANSIENT_STATUSES = (408, 429, 500, 502, 503, 504)
+
+
+def retrying_session(
+    *,
+    retries: int,
+    backoff: float,
+    methods: Collection[str] = ("GET", "HEAD"),
+    statuses: Collection[int] = TRANSIENT_STATUSES,
+    pool_size: int = 10,
+) -> requests.Session:
+    """A session whose requests retry connection errors, resets and ``statuses``.
+
+    Only ``methods`` are retried (idempotent ones), with exponential backoff from ``backoff``
+    seconds, honouring ``Retry-After``; after the last retry the final response is returned
+    (never an exception for a status), so the caller can name it.
+    """
+    import requests.adapters  # here: only commands that download or publish pay for the import
+    from urllib3.util.retry import Retry
+
+    retry = Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries if statuses else 0,
+        other=0,
+        allowed_methods=frozenset(methods),
+        status_forcelist=tuple(statuses),
+        backoff_factor=backoff,
+        raise_on_status=False,
+        respect_retry_after_header=True,
+    )
+    adapter = requests.adapters.HTTPAdapter(max_retries=retry, pool_maxsize=pool_size)
+    session = requests.Session()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def reason(error: Exception) -> str:
+    """A short human reason for a requests/urllib3 failure, without the nested reprs."""
+    text = str(error)
+    for marker, short in (
+        ("IncompleteRead", "truncated body"),
+        ("Connection reset", "connection reset"),
+        ("ConnectionResetError", "connection reset"),
+        ("Connection refused", "connection refused"),
+        ("Connection aborted", "connection closed without an answer"),
+        ("Name or service not known", "host name not found"),
+        ("Temporary failure in name resolution", "host name not found (no DNS)"),
+        ("timed out", "timed out"),
+    ):
+        if marker in text:
+            return short
+    return text
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or address, IPv6 in brackets or not) is this machine's loopback."""
+    hostname = host.strip("[]")
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,61 @@
+"""`invoke audit`: every recorded release still holds in the registry and in the committed SBOMs."""
+
+from __future__ import annotations
+
+from buildbox.digests import digest_of
+from buildbox.errors import BuildboxError
+from buildbox.oci.refs import Reference
+from buildbox.oci.registry import Registry, open_registry
+from buildbox.release import record
+from buildbox.release.publish import find_sbom
+from buildbox.sbom import cyclonedx
+from buildbox.settings import Settings
+
+
+def audit_release(settings: Settings, release: record.Release) -> list[str]:
+    """What no longer holds for a recorded release (empty when everything does)."""
+    problems = []
+    reference = Reference.parse(release.reference)
+    with open_registry(reference) as registry:
+        now = registry.manifest_digest(reference.repository, reference.tag or release.tag)
+        if now != release.digest:
+            problems.append(
+                f"{reference.name}:{reference.tag} points at {now or 'nothing'}, "
+                f"recorded {release.digest}"
+            )
+        for platform, facts in sorted(release.platforms.items()):
+            problems += _audit_platform(settings, registry, reference, platform, facts)
+    return problems
+
+
+def audit(settings: Settings, box: str | None = None) -> list[tuple[record.Release, list[str]]]:
+    """Each recorded release (of ``box``, or all) with what no longer holds for it."""
+    releases = [r for r in record.load(settings.root) if box in (None, r.box)]
+    return [(entry, audit_release(settings, entry)) for entry in releases]
+
+
+def _audit_platform(
+    settings: Settings,
+    registry: Registry,
+    reference: Reference,
+    platform: str,
+    facts: record.PlatformRelease,
+) -> list[str]:
+    problems = []
+    sbom_file = settings.root / facts.sbom_path
+    committed = sbom_file.read_bytes() if sbom_file.is_file() else None
+    if committed is None:
+        problems.append(f"the committed SBOM {facts.sbom_path} is missing")
+    elif digest_of(committed) != facts.sbom_digest:
+        problems.append(f"{facts.sbom_path} differs from the recorded sha256")
+    else:
+        try:
+            cyclonedx.validate(committed.decode())
+        except BuildboxError as error:
+            problems.append(f"{facts.sbom_path}: {error}")
+    attached = find_sbom(registry, reference.repository, facts.digest)
+    if attached is None:
+        problems.append(f"no SBOM is attached to the {platform} image {facts.digest}")
+    elif committed is not None and attached != committed:
+        problems.append(f"the SBOM attached to the {platform} image differs from {facts.sbom_path}")
+    return problems

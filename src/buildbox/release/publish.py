@@ -1,0 +1,221 @@
+"""Publish verified images and their SBOMs together, the immutable tag last.
+
+The layers and config come from the engine's export, normalised (``oci.image``), and are pushed by
+our own client, so the toolkit decides the manifest, hence the digest, and the order: blobs, then
+the image manifest by digest, then the SBOM as an OCI 1.1 artifact whose subject is the image,
+then (where the registry has no referrers API) the fallback referrers index, and the release tag
+last. A publish that dies halfway leaves no release tag; running it again skips the blobs
+already there.
+
+Tags in registries such as the CNCF distribution registry are not immutable, and HEAD-then-PUT is
+a race: the tag is checked before anything is pushed, and read back after it is written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from buildbox.build import labels as naming
+from buildbox.build.engine import Engine
+from buildbox.define.boxes import Box
+from buildbox.define.project import Project
+from buildbox.digests import digest_of
+from buildbox.errors import BuildboxError
+from buildbox.oci import documents
+from buildbox.oci.documents import EMPTY_JSON, OCI_INDEX, OCI_MANIFEST, SBOM_TYPE, Descriptor
+from buildbox.oci.image import PreparedImage, prepare
+from buildbox.oci.refs import Reference
+from buildbox.oci.registry import Registry, RegistryError, open_registry
+from buildbox.sbom import cyclonedx
+from buildbox.sbom.naming import filename
+from buildbox.sbom.packages import inventory
+from buildbox.source import Revision
+from buildbox.verify import require_verified
+
+
+@dataclass(frozen=True)
+class PlatformImage:
+    """One platform's image, ready to push, with its SBOM."""
+
+    platform: str
+    image: PreparedImage
+    sbom: bytes
+    sbom_title: str
+
+
+@dataclass(frozen=True)
+class Published:
+    repository: str  # host/repository
+    tag: str
+    #: What the tag names: the image manifest for one platform, the OCI index for several.
+    digest: str
+    #: Per platform: (image manifest digest, SBOM artifact digest).
+    platforms: dict[str, tuple[str, str]]
+    #: False when the tag already named this very content (nothing new was tagged).
+    tagged_now: bool
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}:{self.tag}@{self.digest}"
+
+
+def top_manifest(images: list[PlatformImage]) -> tuple[bytes, str]:
+    """What the tag will name: the image itself for one platform, an index for several."""
+    if len(images) == 1:
+        return images[0].image.manifest, OCI_MANIFEST
+    pairs = [(entry.platform, entry.image.descriptor) for entry in images]
+    return documents.index_manifest(pairs), OCI_INDEX
+
+
+def tag_state(where: str, existing: str | None, digest: str) -> bool:
+    """Whether the tag at ``where`` already names ``digest`` (False: absent); refuse otherwise."""
+    if existing is None:
+        return False
+    if existing != digest:
+        raise BuildboxError(
+            f"{where} already points at {existing}; this release is {digest}. A released version "
+            "is immutable: bump the box's version to publish new content. The registry was not "
+            "changed."
+        )
+    return True
+
+
+def push_image(registry: Registry, repository: str, image: PreparedImage) -> None:
+    """Blobs first (skipping those the registry has), then the manifest by digest."""
+    registry.upload_blob(repository, digest_of(image.config), image.config)
+    for layer in image.layers:
+        registry.upload_blob(repository, layer.digest, layer.path)
+    registry.put_manifest(repository, image.digest, image.manifest, OCI_MANIFEST)
+
+
+def attach_sbom(
+    registry: Registry, repository: str, subject: Descriptor, sbom: bytes, title: str, created: str
+) -> str:
+    """Push the SBOM artifact (and the fallback referrers index if needed); its digest."""
+    registry.upload_blob(repository, digest_of(EMPTY_JSON), EMPTY_JSON)
+    registry.upload_blob(repository, digest_of(sbom), sbom)
+    manifest = documents.sbom_manifest(subject, sbom, title, created)
+    response = registry.put_manifest(repository, digest_of(manifest), manifest, OCI_MANIFEST)
+    if "OCI-Subject" not in response.headers:
+        # No referrers API: keep the index tagged sha256-<subject hex>, as the spec requires.
+        tag = documents.fallback_tag(subject.digest)
+        existing = registry.get_manifest(repository, tag)
+        index = documents.with_referrer(
+            existing[0] if existing else None, Descriptor.of(OCI_MANIFEST, manifest), SBOM_TYPE
+        )
+        registry.put_manifest(repository, tag, index, OCI_INDEX)
+    return digest_of(manifest)
+
+
+def find_sbom(registry: Registry, repository: str, subject: str) -> bytes | None:
+    """The SBOM attached to ``subject``: through the referrers API, else the fallback index."""
+    index = registry.referrers(repository, subject)
+    if index is None:
+        found = registry.get_manifest(repository, documents.fallback_tag(subject))
+        index = json.loads(found[0]) if found else {"manifests": []}
+    for digest in documents.referrers_of_type(index, SBOM_TYPE):
+        manifest = registry.get_manifest(repository, digest)
+        blob = documents.sbom_layer(manifest[0], subject) if manifest else None
+        if blob is not None:
+            return registry.get_blob(repository, blob)
+    return None
+
+
+def publish(
+    registry: Registry,
+    repository: str,
+    tag: str,
+    images: list[PlatformImage],
+    created: str,
+    *,
+    immutable: bool = True,
+) -> Published:
+    """Push every platform image and its SBOM, the index if several, then the tag; re-read it."""
+    top, media_type = top_manifest(images)
+    digest = digest_of(top)
+    where = f"{registry.host}/{repository}:{tag}"
+    existing = registry.manifest_digest(repository, tag) if immutable else None
+    already = tag_state(where, existing, digest)
+    platforms = {}
+    for entry in images:
+        push_image(registry, repository, entry.image)
+        platforms[entry.platform] = (
+            entry.image.digest,
+            attach_sbom(
+                registry, repository, entry.image.descriptor, entry.sbom, entry.sbom_title, created
+            ),
+        )
+    if media_type == OCI_INDEX:
+        registry.put_manifest(repository, digest, top, OCI_INDEX)
+    if not already:
+        registry.put_manifest(repository, tag, top, media_type)
+    now = registry.manifest_digest(repository, tag)
+    if now != digest:
+        raise RegistryError(
+            f"after tagging, {where} points at {now}, not {digest}: someone else wrote the tag at "
+            "the same time. Investigate before anyone pins it."
+        )
+    return Published(
+        f"{registry.host}/{repository}", tag, digest, platforms, tagged_now=not already
+    )
+
+
+# --- the publish command: from the engine's verified images to the registry -------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    published: Published
+    #: Per platform, the SBOM text that was attached.
+    sboms: dict[str, str]
+
+
+def prepare_platform(
+    project: Project, box: Box, platform: str, *, engine: Engine, revision: Revision, dev: bool
+) -> tuple[PreparedImage, str]:
+    """Verify one platform's local image and normalise it: (the image, its SBOM)."""
+    local = naming.local_tags(project.settings.registry, box, platform, revision)[0]
+    report = require_verified(engine, project, box, local, "it is not published")
+    image = engine.image(local)
+    assert image is not None  # verify has just found it
+    if image.labels.get(naming.LABEL_FLOATING_BASE) == "true" and not dev:
+        raise BuildboxError(
+            f"{local} was built from a floating base ({box.base}); it can never be released. "
+            "Pin the base by digest in box.yaml and build again."
+        )
+    prepared = prepare(
+        lambda: engine.save(image.id), image.id, project.settings.cache_dir, revision.epoch
+    )
+    target = Reference.parse(naming.repository(project.settings.registry, box, dev=dev))
+    facts = cyclonedx.ImageFacts(
+        # The normalised config's digest: the same for every build of these inputs.
+        image_id=prepared.config_digest,
+        platform=platform,
+        inputs_digest=image.labels.get(naming.LABEL_INPUTS, ""),
+        repository=target.name,
+        digest=prepared.digest,
+    )
+    packages = inventory(engine, image.id)
+    text = cyclonedx.render(cyclonedx.build_bom(project, box, facts, report, packages, revision))
+    return prepared, text
+
+
+def publish_box(
+    project: Project, box: Box, *, engine: Engine, revision: Revision, dev: bool = False
+) -> Outcome:
+    """Verify every platform's local image, then push them, their SBOMs and the tag."""
+    target = Reference.parse(naming.repository(project.settings.registry, box, dev=dev))
+    images, texts = [], {}
+    for platform in box.platforms:
+        prepared, texts[platform] = prepare_platform(
+            project, box, platform, engine=engine, revision=revision, dev=dev
+        )
+        title = filename(box, platform)
+        images.append(PlatformImage(platform, prepared, texts[platform].encode(), title))
+    tag = revision.short if dev else box.release_tag
+    with open_registry(target) as registry:
+        published = publish(
+            registry, target.repository, tag, images, revision.timestamp, immutable=not dev
+        )
+    return Outcome(published, texts)
