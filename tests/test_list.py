@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,16 @@ def test_a_corrupt_record_is_a_clear_message_where_it_is_read(tmp_path: Path) ->
     assert "buildbox.lock.json cannot be read" in result.stderr
     assert "restore it from git" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_listing_the_tasks_imports_no_heavy_library() -> None:
+    """`invoke --list` and light commands start fast: the heavy libraries load in their tasks."""
+    script = (
+        "import sys; import buildbox.tasks; "
+        "print(' '.join(sorted(m for m in ('docker', 'requests', 'jsonschema', 'cyclonedx', "
+        "'rfc3987_syntax', 'ruamel') if m in sys.modules)))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == ""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
-import hashlib
 import io
 import json
 import tarfile
@@ -28,7 +27,7 @@ from pathlib import Path
 from buildbox.build.build import build_box
 from buildbox.build.engine import Engine
 from buildbox.define import project as project_stage
-from buildbox.digests import digest_of
+from buildbox.digests import digest_of, sha256_hex
 from buildbox.errors import BuildboxError
 from buildbox.fetch import Fetcher
 from buildbox.oci import documents
@@ -218,7 +217,7 @@ def _files(layer: bytes) -> dict[str, FileFacts]:
     with tarfile.open(fileobj=io.BytesIO(layer)) as archive:
         for member in archive.getmembers():
             content = archive.extractfile(member) if member.isfile() else None
-            digest = hashlib.sha256(content.read()).hexdigest() if content else member.linkname
+            digest = sha256_hex(content.read()) if content else member.linkname
             facts["/" + member.name.lstrip("./")] = (
                 member.size, int(member.mtime), oct(member.mode), digest,
             )  # fmt: skip
