@@ -12,6 +12,8 @@ from typing import Any
 
 import requests
 
+from buildbox.oci.documents import MANIFEST_ACCEPT
+
 REGISTRY_BINARY = "docker-registry"
 
 
@@ -113,15 +115,23 @@ class Registry:
 
 
 def push(client: Any, repository: str, tag: str, auth: dict[str, str] | None = None) -> str:
-    """Push ``repository:tag`` through the engine; the pushed manifest's digest.
+    """Push ``repository:tag`` through the engine; the digest the registry's tag now names.
 
     docker-py reports push failures as error chunks inside a successful stream, so read them all.
+    The legacy image store reports the pushed digest in the stream; the containerd store does
+    not, so the registry is asked (what a consumer pins is what the registry serves).
     """
-    digest = None
     for chunk in client.api.push(repository, tag, stream=True, decode=True, auth_config=auth):
         if "error" in chunk or "errorDetail" in chunk:
             raise RuntimeError(f"push of {repository}:{tag} failed: {chunk.get('error', chunk)}")
-        digest = chunk.get("aux", {}).get("Digest", digest)
-    if digest is None:
-        raise RuntimeError(f"push of {repository}:{tag} reported no digest")
-    return str(digest)
+    host, _, name = repository.partition("/")
+    answer = requests.head(
+        f"http://{host}/v2/{name}/manifests/{tag}",
+        headers={"Accept": MANIFEST_ACCEPT},
+        auth=(auth["username"], auth["password"]) if auth else None,
+        timeout=30,
+    )
+    digest = answer.headers.get("Docker-Content-Digest")
+    if answer.status_code != 200 or not digest:
+        raise RuntimeError(f"push of {repository}:{tag}: the registry has no such tag")
+    return digest

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from buildbox.errors import BuildboxError
 from buildbox.settings import DEFAULTS, SPECS, from_config, take_environment
-from projects import make_project, run_invoke
+from projects import make_project, run_cli, run_invoke
 
 
 def test_every_setting_has_one_default_and_invoke_yaml_uses_known_keys() -> None:
@@ -95,3 +96,15 @@ def test_overrides_from_the_command_line_as_a_user_runs_them(tmp_path: Path) -> 
     assert wrong.stderr.strip() == (
         "buildbox: INVOKE_BUILDBOX_FETCH_WORKERS: expected a whole number of at least 1, got 'lots'"
     )
+
+
+def test_variables_go_back_into_the_environment_for_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(tmp_path)
+    monkeypatch.setenv("INVOKE_BUILDBOX_PLATFORMS", "linux/arm64")
+    for _ in range(2):  # the same process, twice: both runs see the variable
+        narrowed = run_cli(root, "check")
+        assert narrowed.returncode == 1
+        assert "'linux/amd64' is not a platform this project builds" in narrowed.stdout
+    assert os.environ["INVOKE_BUILDBOX_PLATFORMS"] == "linux/arm64"

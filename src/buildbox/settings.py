@@ -163,6 +163,15 @@ def take_environment(environ: MutableMapping[str, str] | None = None) -> dict[st
     return taken
 
 
+def restore_environment(
+    taken: Mapping[str, str], environ: MutableMapping[str, str] | None = None
+) -> None:
+    """Put variables :func:`take_environment` took back into ``environ`` (unless set again)."""
+    environ = os.environ if environ is None else environ
+    for name, value in taken.items():
+        environ.setdefault(f"{ENV_PREFIX}{name.upper()}", value)
+
+
 def from_config(config: Mapping[str, Any], environment: Mapping[str, str] = {}) -> Settings:
     """Settings from the ``buildbox`` section of invoke's configuration and the variables
     :func:`take_environment` took; a value of the wrong type is one clear error."""

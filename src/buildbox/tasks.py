@@ -37,10 +37,18 @@ ENVIRONMENT_KEY = "buildbox_environment"
 
 
 def _fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn a :class:`BuildboxError` into its message and exit code 1, never a traceback."""
+    """Turn a :class:`BuildboxError` into its message and exit code 1, never a traceback.
+
+    First, the INVOKE_BUILDBOX_* variables :func:`namespace` took out of invoke's way go back
+    into the environment: invoke has read its own by now, and whatever runs next (a tool the task
+    starts, or invoke again in the same process) sees them as the user set them.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        ctx = args[0]
+        assert isinstance(ctx, Context)
+        settings_stage.restore_environment(_plain(ctx.config.get(ENVIRONMENT_KEY, {})))
         try:
             return func(*args, **kwargs)
         except BuildboxError as error:

@@ -162,7 +162,7 @@ def normalise_layer(
         ) as gz:
             plain = _HashingWriter(gz, diff)
             with (
-                tarfile.open(fileobj=raw, mode="r:") as source,
+                tarfile.open(fileobj=raw, mode="r:*") as source,
                 tarfile.open(
                     fileobj=cast(IO[bytes], plain), mode="w|", format=tarfile.PAX_FORMAT
                 ) as out,
