@@ -30,6 +30,13 @@ from projects import run_cli, settings_for, write_yaml
 pytestmark = pytest.mark.integration
 
 
+#: How each builder names a step in its log and in a failure: the classic builder's
+#: ``Step 3/7 :`` and BuildKit's ``[components 3/3]``.
+STEP = r"(?:Step \d+/\d+ :|\[[^\]]*\d+/\d+\])"
+#: The first step of a build, as each builder streams it.
+STEP_STARTED = re.compile(r"^(?:Step 1/|#\d+ \[)", re.MULTILINE)
+
+
 def image_or_none(client: Any, reference: str) -> Any:
     try:
         return client.images.get(reference)
@@ -55,7 +62,7 @@ def test_build_then_verify(fixture_project: FixtureProject, docker_client: Any) 
     built = run_cli(fixture_project.root, "build", "--box=fixture")
     assert built.returncode == 0, built.stdout + built.stderr
     assert re.search(r"built fixture v1 \(linux/amd64\) in [0-9.]+ s: sha256:", built.stdout)
-    assert "Step 1/" in built.stdout, "the build log is streamed"
+    assert STEP_STARTED.search(built.stdout), "the build log is streamed"
 
     image = docker_client.images.get(fixture_project.release_tag())
     loaded = project.load(settings_for(fixture_project.root))
@@ -94,7 +101,7 @@ def test_unchanged_inputs_skip_the_build_and_force_rebuilds(
     assert again.returncode == 0, again.stderr
     assert "fixture v1 (linux/amd64) is up to date" in again.stdout
     assert "nothing was sent to the engine" in again.stdout
-    assert "Step 1/" not in again.stdout
+    assert not STEP_STARTED.search(again.stdout)
     assert sum(artifacts.requests.values()) == requests_before
 
     forced = run_cli(fixture_project.root, "build", "--box=fixture", "--force")
@@ -152,9 +159,7 @@ def test_build_has_no_network_unless_the_box_declares_it(
     add_dockerfile_line(fixture_project, f"RUN nc -w 3 127.0.0.1 {port} </dev/null")
     hermetic = run_cli(fixture_project.root, "build", "--box=fixture")
     assert hermetic.returncode == 1
-    assert re.search(
-        rf"failed at Step \d+/\d+ : RUN nc -w 3 127.0.0.1 {port} </dev/null", hermetic.stderr
-    )
+    assert re.search(rf"failed at {STEP} RUN nc -w 3 127.0.0.1 {port} </dev/null", hermetic.stderr)
     assert "No tag was moved" in hermetic.stderr
 
     fixture_project.set_box(network=True)
@@ -172,10 +177,10 @@ def test_failing_run_step_names_the_step_and_moves_no_tag(
     failed = run_cli(fixture_project.root, "build", "--box=fixture")
     assert failed.returncode == 1
     assert re.search(
-        r"build of box fixture failed at Step \d+/\d+ : RUN echo about to fail && exit 3",
+        rf"build of box fixture failed at {STEP} RUN echo about to fail && exit 3",
         failed.stderr,
     )
-    assert "returned a non-zero code: 3" in failed.stderr
+    assert re.search(r"returned a non-zero code: 3|exit code: 3", failed.stderr)
     assert "  | about to fail" in failed.stderr
     assert "Traceback" not in failed.stderr
     assert docker_client.images.get(fixture_project.release_tag()).id == good
@@ -278,3 +283,31 @@ def test_unreachable_engine_is_a_clear_message(
     assert result.returncode == 1
     assert "cannot reach the Docker engine at unix:///nonexistent/docker.sock" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("builder", "log_line"),
+    [("classic", re.compile(r"^Step 1/\d+ : ARG BUILDBOX_BASE$", re.M)),
+     ("buildkit", re.compile(r"^#\d+ \[components \d+/\d+\] COPY \.buildbox/ /buildbox/$", re.M))],
+)  # fmt: skip
+def test_the_builder_setting_chooses_the_builder(
+    fixture_project: FixtureProject, monkeypatch: pytest.MonkeyPatch, builder: str,
+    log_line: re.Pattern[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("INVOKE_BUILDBOX_BUILDER", builder)
+    built = run_cli(fixture_project.root, "build", "fixture", "--force")
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert log_line.search(built.stdout), built.stdout
+    verified = run_cli(fixture_project.root, "verify", "fixture")
+    assert verified.returncode == 0, verified.stdout
+
+
+def test_an_unknown_builder_is_a_clear_error(
+    fixture_project: FixtureProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INVOKE_BUILDBOX_BUILDER", "kaniko")
+    result = run_cli(fixture_project.root, "build", "fixture")
+    assert result.returncode == 1
+    assert "INVOKE_BUILDBOX_BUILDER: expected one of auto, buildkit, classic, got 'kaniko'" in (
+        result.stderr
+    )

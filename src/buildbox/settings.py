@@ -41,6 +41,10 @@ class Settings:
     fetch_retries: int = 4
     fetch_backoff: float = 0.5
     fetch_timeout: float = 30.0
+    #: auto (BuildKit where the engine and buildx have it, else classic), buildkit or classic.
+    builder: str = "auto"
+    #: The buildx builder instance BuildKit builds on ("": the current one, e.g. the engine's).
+    buildx_builder: str = ""
 
     @property
     def components_file(self) -> Path:
@@ -128,6 +132,15 @@ def _mirrors(value: Any) -> Mirrors:
     return tuple(sorted(rules, key=lambda rule: -len(rule[0])))
 
 
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in allowed:
+            raise _InvalidValueError(f"one of {', '.join(allowed)}")
+        return str(value)
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Spec:
     """One setting: its default (as invoke.yaml would write it) and how to read a value."""
@@ -148,6 +161,8 @@ SPECS: dict[str, Spec] = {
     "fetch_retries": Spec(4, _number(int, 0)),
     "fetch_backoff": Spec(0.5, _number(float, 0)),
     "fetch_timeout": Spec(30.0, _number(float, 0.1)),
+    "builder": Spec("auto", _choice("auto", "buildkit", "classic")),
+    "buildx_builder": Spec("", _text),
 }
 #: The ``buildbox`` section of invoke's configuration before invoke.yaml overrides it.
 DEFAULTS: dict[str, Any] = {name: spec.default for name, spec in SPECS.items()}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from buildbox.build import labels as naming
 from buildbox.build.builder import Builder, BuildRequest, ClassicBuilder
+from buildbox.build.buildkit import BuildKitBuilder, buildx_version, docker_cli
 from buildbox.build.context import assemble
 from buildbox.build.emulation import check_emulation
 from buildbox.build.engine import Engine
@@ -18,6 +20,7 @@ from buildbox.fetch import Fetcher, wanted_for
 from buildbox.oci.documents import INDEX_TYPES, platform_entry
 from buildbox.oci.refs import Reference, is_pinned
 from buildbox.oci.registry import open_registry
+from buildbox.settings import Settings
 from buildbox.source import Revision
 
 
@@ -30,6 +33,22 @@ class BuildResult:
     inputs_digest: str
     #: True when an image with the same inputs already existed and nothing was built.
     skipped: bool
+
+
+def select_builder(engine: Engine, settings: Settings) -> Builder:
+    """The builder ``buildbox.builder`` asks for; ``auto`` is BuildKit wherever buildx runs."""
+    if settings.builder == "classic":
+        return ClassicBuilder(engine)
+    if settings.builder == "auto":
+        cli = shutil.which("docker")
+        if cli is None or buildx_version(cli, engine.where) is None:
+            return ClassicBuilder(engine)
+    elif buildx_version(docker_cli(), engine.where) is None:
+        raise BuildboxError(
+            "buildbox.builder is buildkit, but `docker buildx version` fails here: install "
+            "buildx (Debian: apt-get install docker-buildx) or set buildbox.builder: classic"
+        )
+    return BuildKitBuilder(engine, settings.buildx_builder or None)
 
 
 def platform_base(base: str, platform: str) -> str:
@@ -95,9 +114,11 @@ def build_box(
         artifacts = {f.wanted.sha256: f.path for f in fetched}
         context = assemble(box, project.library, project.settings, platform, artifacts)
         request = BuildRequest(
-            context, base, box.network, naming.labels(box, platform, digest, revision), no_cache
-        )
-        image_id = (builder or ClassicBuilder(engine)).build(request, log)
+            context, base, box.network, naming.labels(box, platform, digest, revision), no_cache,
+            revision.epoch, tags,
+        )  # fmt: skip
+        chosen = builder or select_builder(engine, project.settings)
+        image_id = chosen.build(request, log)
     else:
         image_id = existing
     # Tags move only now, after a successful build: a failure leaves every tag where it was.

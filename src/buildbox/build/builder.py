@@ -27,10 +27,16 @@ class BuildRequest:
     network: bool
     labels: dict[str, str]
     no_cache: bool = False
+    #: The source revision's time (SOURCE_DATE_EPOCH): BuildKit stamps the image with it.
+    epoch: int = 0
+    #: The names the image gets. BuildKit names it as it exports (only a build that succeeded
+    #: exports; the containerd image store keeps no unnamed image); the caller tags it after.
+    tags: tuple[str, ...] = ()
 
 
 class Builder(Protocol):
-    """Turns a build context into a local image. The classic builder today; BuildKit later."""
+    """Turns a build context into a local image: :class:`ClassicBuilder`, or BuildKit
+    (``build.buildkit``)."""
 
     def build(self, request: BuildRequest, log: Callable[[str], None]) -> str:
         """Build and return the image id; raise BuildFailedError naming the failing step."""

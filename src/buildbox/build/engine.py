@@ -72,6 +72,14 @@ class Engine:
     def close(self) -> None:
         self._client.close()
 
+    def cli_environment(self) -> dict[str, str]:
+        """The environment in which the docker CLI (buildx) talks to this same engine."""
+        return self.cli_environment_for(self.where)
+
+    @staticmethod
+    def cli_environment_for(where: str) -> dict[str, str]:
+        return {**os.environ, "DOCKER_HOST": where}
+
     def __enter__(self) -> Self:
         return self
 
