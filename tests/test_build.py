@@ -285,15 +285,21 @@ def test_unreachable_engine_is_a_clear_message(
     assert "Traceback" not in result.stderr
 
 
+CLASSIC_STEP = re.compile(r"^Step 1/\d+ : ARG BUILDBOX_BASE$", re.MULTILINE)
+BUILDKIT_STEP = re.compile(
+    r"^#\d+ \[components \d+/\d+\] COPY \.buildbox/ /buildbox/$", re.MULTILINE
+)
+
+
 @pytest.mark.parametrize(
-    ("builder", "log_line"),
-    [("classic", re.compile(r"^Step 1/\d+ : ARG BUILDBOX_BASE$", re.M)),
-     ("buildkit", re.compile(r"^#\d+ \[components \d+/\d+\] COPY \.buildbox/ /buildbox/$", re.M))],
-)  # fmt: skip
+    ("builder", "log_line"), [("classic", CLASSIC_STEP), ("buildkit", BUILDKIT_STEP)]
+)
 def test_the_builder_setting_chooses_the_builder(
-    fixture_project: FixtureProject, monkeypatch: pytest.MonkeyPatch, builder: str,
+    fixture_project: FixtureProject,
+    monkeypatch: pytest.MonkeyPatch,
+    builder: str,
     log_line: re.Pattern[str],
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv("INVOKE_BUILDBOX_BUILDER", builder)
     built = run_cli(fixture_project.root, "build", "fixture", "--force")
     assert built.returncode == 0, built.stdout + built.stderr
