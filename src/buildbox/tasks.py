@@ -57,9 +57,19 @@ def _fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _settings(ctx: Context) -> settings_stage.Settings:
+#: The --builder option of the tasks that build.
+BUILDER_HELP = (
+    "Build with BuildKit on this buildx builder instance (e.g. a remote one from `docker buildx "
+    "create`); default: buildbox.buildx_builder, else the current one."
+)
+
+
+def _settings(ctx: Context, buildx_builder: str | None = None) -> settings_stage.Settings:
     environment = _plain(ctx.config.get(ENVIRONMENT_KEY, {}))
-    return settings_stage.from_config(_plain(ctx.config.buildbox), environment)
+    settings = settings_stage.from_config(_plain(ctx.config.buildbox), environment)
+    if buildx_builder:  # naming an instance asks for BuildKit
+        settings = dataclasses.replace(settings, builder="buildkit", buildx_builder=buildx_builder)
+    return settings
 
 
 def _plain(value: Any) -> Any:
@@ -207,6 +217,7 @@ def bump(ctx: Context, component: str, version: str, dry_run: bool = False) -> N
         "no_cache": "Build every step again, ignoring the engine's layer cache.",
         "force": "Build even when a local image already has the same inputs digest.",
         "allow_floating_base": "Accept a base image not pinned by digest (never releasable).",
+        "builder": BUILDER_HELP,
     },
 )
 @_fails_cleanly
@@ -217,6 +228,7 @@ def build(
     no_cache: bool = False,
     force: bool = False,
     allow_floating_base: bool = False,
+    builder: str | None = None,
 ) -> None:
     """Fetch (verified) and build a box with the Docker engine; tag it when it succeeded.
 
@@ -226,7 +238,7 @@ def build(
     from buildbox.define import project as project_stage
     from buildbox.source import revision
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, builder)
     project = project_stage.load(settings, box=box, allow_floating_base=allow_floating_base)
     chosen = project.box(box)
     targets = chosen.platforms_for(platform)
@@ -414,17 +426,20 @@ def publish(ctx: Context, box: str, dev: bool = False) -> None:
 
 @task(
     positional=["box"],
-    help={"box": "The box to release (its current version in box.yaml, all its platforms)."},
+    help={
+        "box": "The box to release (its current version in box.yaml, all its platforms).",
+        "builder": BUILDER_HELP,
+    },
 )
 @_fails_cleanly
-def release(ctx: Context, box: str) -> None:
+def release(ctx: Context, box: str, builder: str | None = None) -> None:
     """Build, verify, write the SBOMs, publish and record a box version: the one push-button."""
     from buildbox.define import project as project_stage
     from buildbox.release.record import RECORD_FILE
     from buildbox.release.release import release_box
     from buildbox.source import revision
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, builder)
     project = project_stage.load(settings, box=box)
     chosen = project.box(box)
     artifacts = len(chosen.components) * len(chosen.platforms)
@@ -489,10 +504,13 @@ def audit(ctx: Context, box: str | None = None) -> None:
     help={
         "box": "The box whose release to rebuild.",
         "version": "The released version to rebuild (default: the latest), e.g. 3 or v3.",
+        "builder": BUILDER_HELP,
     },
 )
 @_fails_cleanly
-def reproduce(ctx: Context, box: str, version: str | None = None) -> None:
+def reproduce(
+    ctx: Context, box: str, version: str | None = None, builder: str | None = None
+) -> None:
     """Rebuild a release from its recorded commit and compare with the record and the registry."""
     from buildbox.oci.refs import Reference
     from buildbox.oci.registry import open_registry
@@ -500,7 +518,7 @@ def reproduce(ctx: Context, box: str, version: str | None = None) -> None:
     from buildbox.release.reproduce import SAME_CONTENT
     from buildbox.release.reproduce import reproduce as reproduce_stage
 
-    settings = _settings(ctx)
+    settings = _settings(ctx, builder)
     found = record.require(settings.root, box, version)
     with (
         _engine_and_fetcher(settings, 1) as (engine, fetcher),
@@ -537,6 +555,22 @@ def reproduce(ctx: Context, box: str, version: str | None = None) -> None:
 
 @task
 @_fails_cleanly
+def doctor(ctx: Context) -> None:
+    """Show what the Docker engine offers: version, image store, buildx, builders, emulation."""
+    from buildbox.build.doctor import examine
+    from buildbox.build.engine import Engine
+
+    with Engine.connect() as engine:
+        found = examine(engine, _settings(ctx))
+    print(output.table(["", "WHAT", "FOUND"], [["ok" if f.ok else "!!", f.topic, f.detail]
+                                              for f in found]))  # fmt: skip
+    missing = sum(not f.ok for f in found)
+    if missing:
+        raise Exit(f"doctor: {missing} problem(s): see the lines marked !!", 1)
+
+
+@task
+@_fails_cleanly
 def matrix(ctx: Context) -> None:
     """Print, as JSON for a CI matrix, each box and platform whose version is not yet released."""
     from buildbox.define import project as project_stage
@@ -549,7 +583,7 @@ def namespace(root: Path) -> Collection:
     """The task collection for a project whose files (buildboxes/, shared/) are under ``root``."""
     ns = Collection(
         list_boxes, check, fetch, bump, build, verify, sbom, sbom_diff, publish, release, ref,
-        audit, matrix, reproduce,
+        audit, matrix, reproduce, doctor,
     )  # fmt: skip
     ns.configure(
         {

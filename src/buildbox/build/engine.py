@@ -35,6 +35,15 @@ class LocalImage:
     platform: str
 
 
+@dataclass(frozen=True)
+class EngineFacts:
+    version: str
+    api: str
+    #: ``legacy`` (graph drivers such as overlay2) or ``containerd`` (the containerd image store).
+    store: str
+    driver: str
+
+
 class Engine:
     """A connection to the Docker engine (``DOCKER_HOST``, else the local socket).
 
@@ -90,6 +99,18 @@ class Engine:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    def describe(self) -> EngineFacts:
+        """The engine's version and image store."""
+        version, info = self._client.version(), self._client.info()
+        driver_type = dict(map(tuple, info.get("DriverStatus") or [])).get("driver-type", "")
+        store = "containerd" if "snapshotter" in str(driver_type) else "legacy"
+        return EngineFacts(
+            version=str(version.get("Version", "?")),
+            api=str(version.get("ApiVersion", "?")),
+            store=store,
+            driver=str(info.get("Driver", "?")),
+        )
 
     # --- images ---------------------------------------------------------------------------
 
