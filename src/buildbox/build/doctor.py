@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from buildbox.build.buildkit import buildx_version
@@ -34,7 +35,7 @@ def findings(
     where: str,
     buildx: str | None,
     builders: list[BuildxBuilder],
-    emulation: dict[str, str | None],
+    emulation: Mapping[str, str | None],
     settings: Settings,
 ) -> list[Finding]:
     """What ``invoke doctor`` reports, from plain facts (``emulation``: platform -> problem)."""
