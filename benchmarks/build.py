@@ -1,8 +1,10 @@
 """Benchmark `invoke build` and `invoke verify` on the real engine.
 
-Prints: a cold build; a no-op rebuild (unchanged inputs) against a plain `docker build` of the same
-context with a warm layer cache; the image size against base + installed payload; and verify of 20
-probes in one container against one container per probe.
+Prints, for the classic builder and BuildKit side by side on the same box: a cold build
+(--no-cache), a cached rebuild (--force: every step from the engine's layer cache) and a no-op
+rebuild (unchanged inputs: skipped); a plain `docker build` of the same context with a warm
+layer cache as the baseline; the image size against base + installed payload; and verify of 20
+probes in one container against one container per probe. DOCKER_HOST picks the engine.
 
 Run: python benchmarks/build.py [--payload-mib 32]   (needs dockerd and docker-registry)
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import os
 import random
 import shutil
 import subprocess
@@ -27,6 +30,8 @@ import docker
 
 from artifact_server import ArtifactServer, tarball
 from buildbox.build.build import build_box
+from buildbox.build.builder import Builder, ClassicBuilder
+from buildbox.build.buildkit import BuildKitBuilder
 from buildbox.build.context import assemble, write_tar
 from buildbox.build.engine import Engine
 from buildbox.define import project
@@ -62,7 +67,7 @@ def main() -> None:
     registry = Registry(scratch / "registry").start()
     server = ArtifactServer().start()
     client = docker.from_env(version="auto", timeout=600)
-    engine = Engine(client, "benchmark")
+    engine = Engine(client, os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
     try:
         base_context = scratch / "base"
         base_context.mkdir()
@@ -113,7 +118,7 @@ def main() -> None:
         fetcher = Fetcher(settings, LogProgress(io.StringIO()))
         source = revision(root)
 
-        def build(no_cache: bool = False) -> str:
+        def build(builder: Builder, no_cache: bool = False, force: bool = False) -> str:
             return build_box(
                 loaded,
                 box,
@@ -121,12 +126,21 @@ def main() -> None:
                 engine=engine,
                 fetcher=fetcher,
                 revision=source,
+                builder=builder,
                 log=lambda line: None,
                 no_cache=no_cache,
+                force=force,
             ).image_id
 
-        cold = seconds(lambda: build(no_cache=True))
-        noop = seconds(build)
+        timings = {}
+        for name, builder in (
+            ("classic", ClassicBuilder(engine)),
+            ("BuildKit", BuildKitBuilder(engine)),
+        ):
+            cold = seconds(lambda: build(builder, no_cache=True))  # noqa: B023 (called at once)
+            cached = seconds(lambda: build(builder, force=True))  # noqa: B023
+            noop = seconds(lambda: build(builder))  # noqa: B023
+            timings[name] = (cold, cached, noop)
 
         # The plain baseline: the same context through `docker build` with every layer cached.
         context_tar = scratch / "context.tar"
@@ -150,7 +164,7 @@ def main() -> None:
         plain_build()  # warm the layer cache
         plain = seconds(plain_build)
 
-        image_id = build()
+        image_id = build(ClassicBuilder(engine))
         image_size = client.images.get(image_id).attrs["Size"]
         installed = len(payload) + len(script)
 
@@ -174,10 +188,18 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
     mib = 1024 * 1024
-    print(f"build benchmark: busybox base + one {args.payload_mib} MiB tarball, classic builder")
-    print(f"cold build (--no-cache):                    {cold:.2f} s")
-    print(f"no-op rebuild (inputs unchanged, skipped):  {noop:.3f} s")
+    print(f"build benchmark: busybox base + one {args.payload_mib} MiB tarball")
+    print(f"{'':44s}{'classic':>10s}{'BuildKit':>10s}")
+    for row, index in (
+        ("cold build (--no-cache)", 0),
+        ("cached rebuild (--force, layer cache)", 1),
+        ("no-op rebuild (inputs unchanged, skipped)", 2),
+    ):
+        values = "".join(f"{timings[name][index]:9.3f}s" for name in ("classic", "BuildKit"))
+        print(f"{row:44s}{values}")
+    print(f"  cold: BuildKit / classic: {timings['BuildKit'][0] / timings['classic'][0]:.2f}x")
     print(f"plain `docker build`, warm layer cache:     {plain:.3f} s")
+    noop = timings["classic"][2]
     print(f"  no-op rebuild / plain warm docker build: {noop / plain:.2f}x")
     print(
         f"image size: {image_size / mib:.1f} MiB; base {base_size / mib:.1f} MiB + installed "

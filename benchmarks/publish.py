@@ -1,14 +1,17 @@
-"""Benchmark `invoke publish`: the first publish against re-publishing an unchanged image.
+"""Benchmark `invoke publish` on each image store: first publish, re-publish, and `docker push`.
 
 The re-publish finds every blob in the registry and every compressed layer in the cache, so it
-exports, compresses and uploads nothing. Run: python benchmarks/publish.py [--payload-mib 64]
-(needs dockerd and docker-registry).
+exports, compresses and uploads nothing. The baseline is `docker push` of the same image to the
+same registry (another repository), on the same engine, in the same run.
+Run: python benchmarks/publish.py [--payload-mib 64] [--engines SOCKET ...]
+(default: the legacy and the containerd engine that .ci/run starts, where they answer).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import random
 import shutil
 import sys
@@ -24,24 +27,23 @@ from buildbox.build.engine import Engine
 from buildbox.oci.image import prepare
 from buildbox.oci.registry import Registry as RegistryClient
 from buildbox.release.publish import PlatformImage, publish
-from registry import Registry
+from registry import Registry, push
+
+ENGINES = ("unix:///var/run/docker.sock", "unix:///var/run/docker-containerd.sock")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--payload-mib", type=int, default=64)
-    args = parser.parse_args()
-
+def bench(where: str, payload_mib: int) -> tuple[str, float, float, float]:
+    """(image store, first publish, best re-publish, docker push) on the engine at ``where``."""
     scratch = Path(tempfile.mkdtemp(prefix="buildbox-bench-"))
     registry = Registry(scratch / "registry").start()
-    client = docker.from_env(version="auto", timeout=600)
-    engine = Engine(client, "benchmark")
+    client = docker.DockerClient(base_url=where, version="auto", timeout=600)
+    engine = Engine(client, where)
     tag = f"{registry.host}/bench/payload:local"
     try:
         context = scratch / "context"
         context.mkdir()
         shutil.copy("/bin/busybox", context / "busybox")
-        noise = random.Random(0).randbytes(args.payload_mib * 1024 * 1024)  # noqa: S311
+        noise = random.Random(0).randbytes(payload_mib * 1024 * 1024)  # noqa: S311
         (context / "payload").write_bytes(noise)
         (context / "Dockerfile").write_text(
             "FROM scratch\nCOPY busybox /bin/busybox\nCOPY payload /payload\n"
@@ -62,16 +64,35 @@ def main() -> None:
         first = publish_once()
         again = min(publish_once() for _ in range(3))
         remote.close()
+        started = time.perf_counter()
+        push(client, f"{registry.host}/bench/payload", "local")
+        docker_push = time.perf_counter() - started
+        store = engine.describe().store
     finally:
         client.images.remove(tag, force=True)
         client.close()
         registry.stop()
         shutil.rmtree(scratch, ignore_errors=True)
+    return store, first, again, docker_push
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--payload-mib", type=int, default=64)
+    parser.add_argument("--engines", nargs="*", default=None)
+    args = parser.parse_args()
+    engines = args.engines or [
+        where for where in ENGINES if os.path.exists(where.removeprefix("unix://"))
+    ]
     print(f"publish benchmark: busybox + {args.payload_mib} MiB layer, loopback registry")
-    print(f"first publish (export, compress, upload): {first:.2f} s")
-    print(f"re-publish, unchanged (all blobs there):   {again:.3f} s")
-    print(f"  re-publish / first publish: {again / first:.3f}x")
+    for where in engines:
+        store, first, again, docker_push = bench(where, args.payload_mib)
+        print(f"{store} image store ({where}):")
+        print(f"  first publish (export, compress, upload): {first:.2f} s")
+        print(f"  re-publish, unchanged (all blobs there):   {again:.3f} s")
+        print(f"  docker push of the same image (baseline):  {docker_push:.2f} s")
+        print(f"  first publish / docker push: {first / docker_push:.2f}x")
+        print(f"  re-publish / first publish:  {again / first:.3f}x")
 
 
 if __name__ == "__main__":

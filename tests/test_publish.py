@@ -296,3 +296,26 @@ def test_credentials_from_the_docker_config(
         assert password not in result.stdout + result.stderr
     finally:
         untag_all(docker_client, project.registry)
+
+
+def test_a_release_pulls_back_by_digest_and_oras_finds_its_sbom(publishing: FixtureProject) -> None:
+    """Independent clients read what a release published: skopeo by digest, oras the SBOM."""
+    released = run_cli(publishing.root, "release", "fixture")
+    assert released.returncode == 0, released.stdout + released.stderr
+    [entry] = json.loads((publishing.root / RECORD_FILE).read_text())["releases"]
+    reference = f"{publishing.registry}/fixture@{entry['digest']}"
+    assert skopeo(reference)["Digest"] == entry["digest"]
+    discovered = subprocess.run(
+        ["oras", "discover", "--plain-http", "--distribution-spec", "v1.1-referrers-tag",
+         "--artifact-type", SBOM_TYPE, "--format", "json", reference],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    [referrer] = json.loads(discovered.stdout)["manifests"]
+    assert referrer["artifactType"] == SBOM_TYPE
+    sbom_digest = entry["platforms"]["linux/amd64"]["sbom_digest"]
+    artifact = subprocess.run(
+        ["oras", "manifest", "fetch", "--plain-http",
+         f"{publishing.registry}/fixture@{referrer['digest']}"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert json.loads(artifact.stdout)["layers"][0]["digest"] == sbom_digest
