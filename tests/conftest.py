@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -200,6 +201,41 @@ def multiarch_base(
     for arch in ("amd64", "arm64"):
         with contextlib.suppress(docker.errors.APIError):
             docker_client.images.remove(f"{repository}:{arch}")
+
+
+DEBIAN_CACHE = Path(os.environ.get("BUILDBOX_TEST_CACHE", "/var/cache/buildbox-test"))
+#: The Debian base's time: mmdebstrap gives the same tarball for the same packages and epoch.
+DEBIAN_EPOCH = "1700000000"
+
+
+@pytest.fixture(scope="session")
+def debian_base(docker_client: Any, registry: Registry) -> Iterator[BaseImage]:
+    """A real Debian 12 minbase image, bootstrapped with mmdebstrap from the Debian archive,
+    imported into the engine, pushed to the test registry and pinned by digest.
+
+    The tarball is kept under /var/cache/buildbox-test, so later sessions import it again
+    instead of bootstrapping; mmdebstrap makes it reproducible with SOURCE_DATE_EPOCH.
+    """
+    if shutil.which("mmdebstrap") is None:
+        missing("mmdebstrap is not installed (apt-get install mmdebstrap)")
+    tarball = DEBIAN_CACHE / f"debian-bookworm-minbase-{DEBIAN_EPOCH}.tar"
+    if not tarball.is_file():
+        DEBIAN_CACHE.mkdir(parents=True, exist_ok=True)
+        partial = tarball.with_suffix(".part")
+        subprocess.run(
+            ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar",
+             "--skip=output/dev", "bookworm", str(partial), "http://deb.debian.org/debian"],
+            check=True, capture_output=True, timeout=900,
+            env={**os.environ, "SOURCE_DATE_EPOCH": DEBIAN_EPOCH},
+        )  # fmt: skip
+        partial.replace(tarball)
+    repository = f"{registry.host}/debian-base"
+    docker_client.api.import_image_from_file(str(tarball), repository=repository, tag="bookworm")
+    base = BaseImage(repository, push(docker_client, repository, "bookworm"))
+    yield base
+    for name in (f"{repository}:bookworm", base.ref):
+        with contextlib.suppress(docker.errors.APIError):
+            docker_client.images.remove(name)
 
 
 HELLO_VERSION = "1.0"

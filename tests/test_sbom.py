@@ -123,7 +123,7 @@ def test_os_packages_from_a_real_dpkg_database(fixture_project: FixtureProject) 
     )
     bash = next(p for p in debs if p.name == "bash")
     assert bash.namespace == "debian"
-    assert bash.qualifiers == {"arch": "amd64"}
+    assert bash.qualifiers == {"arch": "amd64", "distro": "debian-12"}, "release from os-release"
     assert len(debs) == 5
 
 

@@ -23,6 +23,7 @@ import requests
 from buildbox.define.boxes import Box
 from buildbox.define.inputs import box_components
 from buildbox.define.library import Library
+from buildbox.define.lock import LOCK_FILE
 from buildbox.digests import file_sha256
 from buildbox.errors import BuildboxError
 from buildbox.http import TRANSIENT_STATUSES, reason, retrying_session
@@ -42,6 +43,8 @@ class Wanted:
     platform: str
     url: str
     sha256: str
+    #: Where the pin is written, for error messages (default: the component library).
+    where: str = ""
 
     @property
     def label(self) -> str:
@@ -50,7 +53,9 @@ class Wanted:
     @property
     def field(self) -> str:
         """Where the pin is written, for error messages."""
-        return f"shared/components.yaml: components.{self.component}.artifacts.{self.platform}"
+        return self.where or (
+            f"shared/components.yaml: components.{self.component}.artifacts.{self.platform}"
+        )
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,13 @@ def wanted_for(boxes: Iterable[Box], library: Library, platform: str | None = No
                     seen[artifact.sha256] = Wanted(
                         component.name, component.version, each, artifact.url, artifact.sha256
                     )
+        for each in platforms:
+            for package in box.locked(each):
+                if package.sha256 not in seen:
+                    seen[package.sha256] = Wanted(
+                        package.name, package.version, each, package.url, package.sha256,
+                        where=f"buildboxes/{box.name}/{LOCK_FILE}: platforms.{each}",
+                    )  # fmt: skip
     return list(seen.values())
 
 

@@ -218,6 +218,7 @@ def bump(ctx: Context, component: str, version: str, dry_run: bool = False) -> N
         "force": "Build even when a local image already has the same inputs digest.",
         "allow_floating_base": "Accept a base image not pinned by digest (never releasable).",
         "builder": BUILDER_HELP,
+        "offline": "Take every artifact and package from the cache; touch no network.",
     },
 )
 @_fails_cleanly
@@ -229,6 +230,7 @@ def build(
     force: bool = False,
     allow_floating_base: bool = False,
     builder: str | None = None,
+    offline: bool = False,
 ) -> None:
     """Fetch (verified) and build a box with the Docker engine; tag it when it succeeded.
 
@@ -248,7 +250,7 @@ def build(
             result = build_box(
                 project, chosen, target, engine=engine, fetcher=fetcher,
                 revision=revision(settings.root), no_cache=no_cache, force=force,
-                allow_floating_base=allow_floating_base,
+                allow_floating_base=allow_floating_base, offline=offline,
             )  # fmt: skip
             what = f"{chosen.name} {chosen.release_tag} ({target})"
             if result.skipped:
@@ -259,6 +261,44 @@ def build(
             else:
                 print(f"built {what} in {time.monotonic() - started:.1f} s: {result.image_id}")
             print(f"tagged {', '.join(result.tags)}")
+
+
+@task(
+    positional=["box"],
+    help={
+        "box": "The box whose packages (box.yaml `packages:`) to resolve and pin.",
+        "platform": "Resolve only this platform (the lock keeps the others).",
+        "dry_run": "Show what would change (added, removed, new version) without writing.",
+    },
+)
+@_fails_cleanly
+def lock(ctx: Context, box: str, platform: str | None = None, dry_run: bool = False) -> None:
+    """Resolve a box's OS packages in its pinned base and pin them in packages.lock."""
+    from buildbox import lock as lock_stage
+    from buildbox.build.engine import Engine
+    from buildbox.define import project as project_stage
+    from buildbox.define.lock import LOCK_FILE
+
+    settings = _settings(ctx)
+    project = project_stage.load(settings, box=box, check_lock=False)
+    chosen = project.box(box)
+    with Engine.connect() as engine:
+        new = lock_stage.lock_box(project, chosen, engine=engine, platform=platform)
+    found = lock_stage.changes(chosen.lock, new)
+    if found:
+        print(
+            output.table(
+                ["PLATFORM", "CHANGE", "PACKAGE", "OLD", "NEW"],
+                [[c.platform, c.kind, c.name, c.old, c.new] for c in found],
+            )
+        )
+    counts = ", ".join(f"{len(p.packages)} for {name}" for name, p in sorted(new.platforms.items()))
+    where = settings.shown(chosen.directory / LOCK_FILE)
+    if dry_run:
+        print(f"dry run: {where} is unchanged ({len(found)} change(s); {counts})")
+    else:
+        lock_stage.write(chosen, new)
+        print(f"wrote {where}: {counts} package(s)")
 
 
 def _images(
@@ -583,7 +623,7 @@ def namespace(root: Path) -> Collection:
     """The task collection for a project whose files (buildboxes/, shared/) are under ``root``."""
     ns = Collection(
         list_boxes, check, fetch, bump, build, verify, sbom, sbom_diff, publish, release, ref,
-        audit, matrix, reproduce, doctor,
+        audit, matrix, reproduce, doctor, lock,
     )  # fmt: skip
     ns.configure(
         {

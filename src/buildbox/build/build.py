@@ -99,6 +99,7 @@ def build_box(
     no_cache: bool = False,
     force: bool = False,
     allow_floating_base: bool = False,
+    offline: bool = False,
 ) -> BuildResult:
     """Build ``box`` for ``platform`` unless an image with the same inputs exists; tag it."""
     box.platforms_for(platform)
@@ -110,7 +111,7 @@ def build_box(
     if existing is None:
         check_emulation(platform)
         base = ensure_base(engine, box.base, platform, allow_floating_base)
-        fetched = fetcher.fetch_all(wanted_for([box], project.library, platform))
+        fetched = fetcher.fetch_all(wanted_for([box], project.library, platform), offline=offline)
         artifacts = {f.wanted.sha256: f.path for f in fetched}
         context = assemble(box, project.library, project.settings, platform, artifacts)
         request = BuildRequest(
@@ -118,6 +119,12 @@ def build_box(
             revision.epoch, tags,
         )  # fmt: skip
         chosen = builder or select_builder(engine, project.settings)
+        if isinstance(chosen, ClassicBuilder) and "--mount=" in box.dockerfile.read_text():
+            raise BuildboxError(
+                f"buildboxes/{box.name}/Dockerfile uses RUN --mount (e.g. to install its locked "
+                "packages), which only BuildKit builds: set buildbox.builder to auto or buildkit "
+                "(with docker buildx installed)"
+            )
         image_id = chosen.build(request, log)
     else:
         image_id = existing

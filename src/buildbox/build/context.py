@@ -6,6 +6,7 @@ Layout of the context (a tar stream sent to the engine):
     .buildbox/install.sh, .buildbox/<kind>.sh        shared install scripts the box uses
     .buildbox/components.tsv                        one line per component (see install.sh)
     .buildbox/artifacts/<component>/<file>          the verified artifacts
+    .buildbox/packages.sh, packages.tsv, packages/  the locked OS packages (boxes that have them)
 
 Entries are written in sorted order with fixed owners and times, so the same inputs give the same
 tar bytes.
@@ -87,6 +88,17 @@ def assemble(
         )
     manifest = "".join(f"{row}\n" for row in rows).encode()
     entries.append(Entry(f"{CONTEXT_DIR}/components.tsv", data=manifest))
+    packages = []
+    for package in box.locked(platform):
+        cached = artifacts.get(package.sha256)
+        if cached is None:
+            raise BuildboxError(f"package {package.name} ({platform}) has not been fetched")
+        entries.append(Entry(f"{CONTEXT_DIR}/packages/{package.filename}", source=cached))
+        fields = (package.name, package.version, package.architecture, package.sha256)
+        packages.append("\t".join([*fields, package.filename]))
+    if box.packages:
+        listing = "".join(f"{row}\n" for row in packages).encode()
+        entries.append(Entry(f"{CONTEXT_DIR}/packages.tsv", data=listing))
     return BuildContext(box, platform, tuple(sorted(entries, key=lambda e: e.name)))
 
 

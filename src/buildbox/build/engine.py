@@ -172,9 +172,10 @@ class Engine:
     # --- throw-away containers ------------------------------------------------------------
 
     def run_script(
-        self, image_id: str, script: str, timeout: float, purpose: str
+        self, image_id: str, script: str, timeout: float, purpose: str, network: str = "none"
     ) -> tuple[str, int | None]:
-        """Run ``script`` with /bin/sh in one container: no network, unprivileged, removed after.
+        """Run ``script`` with /bin/sh in one container: unprivileged, removed after, with no
+        network unless ``network="host"`` (package resolution, the only step that needs it).
 
         The container is labelled ``dev.buildbox.container=<purpose>``. Returns the output
         (stdout and stderr together) and the exit status, None on timeout.
@@ -185,7 +186,7 @@ class Engine:
                 image_id,
                 entrypoint=["/bin/sh", "-c"],
                 command=[script],
-                network_mode="none",
+                network_mode=network,
                 privileged=False,
                 security_opt=["no-new-privileges"],
                 labels={CONTAINER_LABEL: purpose},

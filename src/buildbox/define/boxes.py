@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from buildbox.define import yamldoc
 from buildbox.define.dockerfile import check_dockerfile
 from buildbox.define.library import Library
+from buildbox.define.lock import LOCK_FILE, LockedPackage, PackageLock, parse_spec
+from buildbox.define.lock import problems as lock_problems
 from buildbox.errors import BuildboxError, Problem
 from buildbox.oci.refs import is_pinned
 from buildbox.settings import Settings
@@ -29,6 +31,10 @@ class Box:
     components: tuple[str, ...]
     network: bool = False
     description: str = ""
+    #: OS packages to install (``name`` or ``name=version``), pinned by the lock.
+    packages: tuple[str, ...] = ()
+    #: The lock of ``packages`` (None when the box lists none).
+    lock: PackageLock | None = None
 
     @property
     def release_tag(self) -> str:
@@ -49,13 +55,21 @@ class Box:
             )
         return (platform,)
 
+    def locked(self, platform: str) -> tuple[LockedPackage, ...]:
+        """The locked packages for ``platform`` (none when the box lists no packages)."""
+        if self.lock is None or platform not in self.lock.platforms:
+            return ()
+        return self.lock.platforms[platform].packages
+
     def files(self) -> tuple[Path, ...]:
-        """The box's own files that go into its build context (everything but box.yaml)."""
+        """The box's own files that go into its build context (all but box.yaml and the lock,
+        whose packages go in as verified .debs)."""
         return tuple(
             sorted(
                 path
                 for path in self.directory.rglob("*")
-                if path.is_file() and path.relative_to(self.directory).as_posix() != BOX_FILE
+                if path.is_file()
+                and path.relative_to(self.directory).as_posix() not in (BOX_FILE, LOCK_FILE)
             )
         )
 
@@ -79,10 +93,12 @@ def load_box(
     library: Library,
     problems: list[Problem],
     allow_floating_base: bool = False,
+    check_lock: bool = True,
 ) -> Box | None:
     """The box in ``directory`` if it is valid; otherwise None, with every problem appended.
 
-    ``allow_floating_base`` accepts a base not pinned by digest (local experiments only).
+    ``allow_floating_base`` accepts a base not pinned by digest (local experiments only);
+    without ``check_lock`` a missing or stale package lock is no problem (`invoke lock`).
     """
     box_file = directory / BOX_FILE
     shown = settings.shown(box_file)
@@ -108,8 +124,20 @@ def load_box(
                 components=tuple(document["components"]),
                 network=document.get("network", False),
                 description=document.get("description", ""),
+                packages=tuple(document.get("packages", ())),
             )
             found.extend(_check_box(box, document, shown, settings, library, allow_floating_base))
+            if box.packages:
+                lock, wrong = lock_problems(
+                    directory / LOCK_FILE,
+                    settings.shown(directory / LOCK_FILE),
+                    box.base,
+                    box.packages,
+                    box.platforms,
+                    box.name,
+                )
+                found.extend(wrong if check_lock else ())
+                box = replace(box, lock=lock)
     if (directory / DOCKERFILE).is_file():
         network = box.network if box else True  # unknown: do not guess about package managers
         found.extend(
@@ -151,6 +179,14 @@ def _check_box(
                 f"{platform!r} is not a platform this project builds; expected one of "
                 f"{', '.join(settings.platforms)} (buildbox.platforms in invoke.yaml)",
             )
+    for index, spec in enumerate(box.packages):
+        if parse_spec(spec) is None:
+            problem(
+                ("packages", index),
+                f"{spec!r} is not a package name (or name=version) as apt-get install takes it",
+            )
+    for index, name in _repeats(box.packages):
+        problem(("packages", index), f"{name!r} is listed twice")
     for index, name in _repeats(box.components):
         problem(("components", index), f"{name!r} is listed twice")
     for index, name in enumerate(box.components):

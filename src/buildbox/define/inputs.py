@@ -20,6 +20,8 @@ from buildbox.settings import Settings
 SCHEMA = "buildbox-inputs/1"
 #: The shared script every box's Dockerfile runs; it calls one script per kind of artifact.
 INSTALL_ENTRYPOINT = "install.sh"
+#: The shared script that installs a box's locked OS packages (network off, sha256 checked).
+PACKAGES_SCRIPT = "packages.sh"
 
 
 def box_components(box: Box, library: Library) -> tuple[Component, ...]:
@@ -37,6 +39,8 @@ def install_scripts(box: Box, library: Library, settings: Settings) -> tuple[Pat
     """The shared install scripts the box uses: the entry point and one per kind of artifact."""
     kinds = sorted({c.install.kind for c in box_components(box, library)})
     names = [INSTALL_ENTRYPOINT, *(f"{kind}.sh" for kind in kinds)]
+    if box.packages:
+        names.append(PACKAGES_SCRIPT)
     return tuple(settings.install_scripts_dir / name for name in names)
 
 
@@ -45,7 +49,7 @@ def inputs_manifest(
 ) -> dict[str, Any]:
     """The canonical description the digest is taken over (all platforms, or just ``platform``)."""
     platforms = [platform] if platform else list(box.platforms)
-    return {
+    manifest: dict[str, Any] = {
         "schema": SCHEMA,
         "box": box.name,
         "base": box.base,
@@ -74,6 +78,20 @@ def inputs_manifest(
             }
             for c in box_components(box, library)
         ],
+    }
+    if box.packages:  # only then: the digests of boxes without packages stay as they were
+        manifest["packages"] = _packages(box, platforms)
+    return manifest
+
+
+def _packages(box: Box, platforms: list[str]) -> dict[str, Any]:
+    """What box.yaml asks for and what the lock pins, per platform (name, version, arch, sha256)."""
+    return {
+        "requested": sorted(box.packages),
+        "locked": {
+            p: [[x.name, x.version, x.architecture, x.sha256] for x in box.locked(p)]
+            for p in platforms
+        },
     }
 
 

@@ -38,7 +38,10 @@ def _no_such_box(settings: Settings, name: str) -> BuildboxError:
 
 
 def check(
-    settings: Settings, box: str | None = None, allow_floating_base: bool = False
+    settings: Settings,
+    box: str | None = None,
+    allow_floating_base: bool = False,
+    check_lock: bool = True,
 ) -> tuple[Project, list[Problem]]:
     """Load the library and every box (or just ``box``), collecting every problem.
 
@@ -62,7 +65,7 @@ def check(
             )
         )
     boxes = [
-        load_box(directory, settings, library, problems, allow_floating_base)
+        load_box(directory, settings, library, problems, allow_floating_base, check_lock)
         for directory in directories
     ]
     if box is not None:
@@ -72,10 +75,15 @@ def check(
     return project, sorted(set(problems), key=reading_order)
 
 
-def load(settings: Settings, box: str | None = None, allow_floating_base: bool = False) -> Project:
+def load(
+    settings: Settings,
+    box: str | None = None,
+    allow_floating_base: bool = False,
+    check_lock: bool = True,
+) -> Project:
     """The project (every box, or just ``box``), or :class:`InvalidInputsError` listing every
-    problem that concerns it."""
-    project, problems = check(settings, box, allow_floating_base)
+    problem that concerns it (a package lock's only with ``check_lock``)."""
+    project, problems = check(settings, box, allow_floating_base, check_lock)
     if problems:
         raise InvalidInputsError(problems)
     return project

@@ -141,13 +141,7 @@ def build_bom(
                 purl=PackageURL.from_string(component.purl),
                 licenses=[LicenseExpression(component.license)],
                 hashes=[HashType(alg=HashAlgorithm.SHA_256, content=artifact.sha256)],
-                external_references=[
-                    ExternalReference(
-                        type=ExternalReferenceType.DISTRIBUTION,
-                        url=XsUri(artifact.url),
-                        hashes=[HashType(alg=HashAlgorithm.SHA_256, content=artifact.sha256)],
-                    )
-                ],
+                external_references=[_download(artifact.url, artifact.sha256)],
                 properties=[
                     Property(name=f"{PREFIX}install-location", value=component.install.dest),
                     Property(name=f"{PREFIX}sha256-source", value=artifact.sha256_source),
@@ -156,7 +150,12 @@ def build_bom(
                 ],
             )
         )
+    locked = {(p.name, p.version, p.architecture): p for p in box.locked(facts.platform)}
     for package in packages:
+        pin = locked.get((package.name, package.version, package.arch))
+        properties = [Property(name=f"{PREFIX}package-manager", value=package.kind)]
+        if pin is not None:
+            properties.append(Property(name=f"{PREFIX}locked", value="packages.lock"))
         parts.append(
             Component(
                 type=ComponentType.LIBRARY if package.kind != "rpm" else ComponentType.APPLICATION,
@@ -165,7 +164,9 @@ def build_bom(
                 bom_ref=f"os:{package.purl.to_string()}",
                 purl=package.purl,
                 licenses=[LicenseExpression(package.license)] if package.license else [],
-                properties=[Property(name=f"{PREFIX}package-manager", value=package.kind)],
+                hashes=[HashType(alg=HashAlgorithm.SHA_256, content=pin.sha256)] if pin else [],
+                external_references=[_download(pin.url, pin.sha256)] if pin else [],
+                properties=properties,
             )
         )
     seed = f"{box.name}|{box.version}|{facts.platform}|{facts.inputs_digest}|{facts.image_id}"
@@ -190,6 +191,15 @@ def build_bom(
         ],
     )
     return _with_indexed_dependencies(bom)
+
+
+def _download(url: str, sha256: str) -> ExternalReference:
+    """Where a pinned file was downloaded from, with its sha256."""
+    return ExternalReference(
+        type=ExternalReferenceType.DISTRIBUTION,
+        url=XsUri(url),
+        hashes=[HashType(alg=HashAlgorithm.SHA_256, content=sha256)],
+    )
 
 
 def _image_component(box: Box, facts: ImageFacts, revision: Revision) -> Component:

@@ -7,7 +7,7 @@ one. The parsers are pure functions over the databases' text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from packageurl import PackageURL
 
@@ -18,6 +18,8 @@ DPKG_STATUS = "/var/lib/dpkg/status"
 APK_INSTALLED = "/lib/apk/db/installed"
 RPM_DATABASE = "/var/lib/rpm"
 OS_RELEASE = "/etc/os-release"
+#: Where /etc/os-release usually points (a symlink reads as no file from an image's archive).
+USR_OS_RELEASE = "/usr/lib/os-release"
 _RPM_QUERY = r"%{NAME}\t%{EPOCH}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\t%{LICENSE}\n"
 
 
@@ -30,12 +32,16 @@ class OsPackage:
     arch: str
     license: str = ""
     epoch: str = ""
+    #: The purl ``distro`` qualifier: the release, e.g. debian-12 (from /etc/os-release).
+    release: str = ""
 
     @property
     def purl(self) -> PackageURL:
         qualifiers = {"arch": self.arch} if self.arch else {}
         if self.epoch:
             qualifiers["epoch"] = self.epoch
+        if self.release:
+            qualifiers["distro"] = self.release
         return PackageURL(
             type=self.kind,
             namespace=self.distro or None,
@@ -122,8 +128,11 @@ def parse_rpm_query(text: str, distro: str) -> list[OsPackage]:
 
 def inventory(engine: Engine, image_id: str) -> tuple[OsPackage, ...]:
     """Every OS package in the image, sorted; empty for an image without a package database."""
-    files = engine.read_files(image_id, [OS_RELEASE, DPKG_STATUS, APK_INSTALLED, RPM_DATABASE])
-    distro = parse_os_release(files[OS_RELEASE] or "").get("ID", "")
+    files = engine.read_files(
+        image_id, [OS_RELEASE, USR_OS_RELEASE, DPKG_STATUS, APK_INSTALLED, RPM_DATABASE]
+    )
+    release = parse_os_release(files[OS_RELEASE] or files[USR_OS_RELEASE] or "")
+    distro = release.get("ID", "")
     found: list[OsPackage] = []
     if (dpkg := files[DPKG_STATUS]) is not None:
         found += parse_dpkg_status(dpkg, distro)
@@ -135,4 +144,6 @@ def inventory(engine: Engine, image_id: str) -> tuple[OsPackage, ...]:
         if status != 0:
             raise BuildboxError(f"`rpm -qa` failed in {image_id} (exit {status}): {output[-300:]}")
         found += parse_rpm_query(output, distro)
+    if distro and release.get("VERSION_ID"):
+        found = [replace(p, release=f"{distro}-{release['VERSION_ID']}") for p in found]
     return tuple(sorted(set(found)))

@@ -1,0 +1,177 @@
+"""`invoke lock`: resolve a box's OS packages with the distribution's own resolver, and pin them.
+
+For every platform, a throw-away container of the pinned base (the only step with the network,
+the host's) runs ``apt-get update`` and asks apt what ``apt-get install`` of the listed packages
+would install: every package with the dependencies the base does not have yet (``-s``), and for
+each its URL, size and sha256 (``--print-uris``), which apt takes from the archive's Packages
+index after verifying that index against the archive's signed Release file. Nothing is computed
+from a download. The result is ``buildboxes/<box>/packages.lock`` (``define.lock``).
+
+rpm (yum/dnf) bases are designed the same way (``dnf install --assumeno`` for the set,
+``dnf repoquery --location`` and the repository metadata's sha256 for the pins) but not written
+yet: no CentOS or Fedora repository answers from this project's CI, so it could not be tested.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from debian import deb822
+
+from buildbox.build.build import ensure_base
+from buildbox.build.engine import Engine
+from buildbox.define.boxes import Box
+from buildbox.define.lock import LOCK_FILE, LockedPackage, PackageLock, PlatformLock
+from buildbox.define.project import Project
+from buildbox.errors import BuildboxError
+from buildbox.files import write_atomically
+from buildbox.oci.refs import Reference
+
+_SIMULATED = "@@buildbox-simulated"
+_URIS = "@@buildbox-uris"
+_INDEX = "@@buildbox-index"
+_END = "@@buildbox-end"
+#: ``Inst libmagic1 (1:5.44-3 Debian:12.8/stable [amd64])``; an upgrade has ``[old]`` first.
+_INST = re.compile(r"^Inst (\S+?)(?::\S+)? (?:\[[^\]]*\] )?\((\S+) .*\[([^\]]+)\]\)")
+#: ``'<url>' libmagic1_1%3a5.44-3_amd64.deb 103752 MD5Sum:<hex>``: URL and file name.
+_URI = re.compile(r"^'([^']+)' (\S+) \d+ ")
+#: ``name=version`` of each ``Inst`` line, for apt-cache show (in the base's sed).
+_INST_SED = r"s/^Inst \([^ ]*\) \(\[[^]]*\] \)\{0,1\}(\([^ ]*\) .*/\1=\3/p"
+
+
+def resolve_script(packages: tuple[str, ...]) -> str:
+    """The shell script the base runs: apt's verified index, and what install would take.
+
+    ``--print-uris`` gives each file's URL (its hash is the weakest the index has, MD5 on
+    Debian 12's apt); the sha256 and size come from ``apt-cache show``, i.e. the Packages index
+    apt verified against the archive's signed Release file.
+    """
+    listed = shlex.join(packages)
+    options = "-y --no-install-recommends"
+    return "\n".join(
+        [
+            "set -eu",
+            "export DEBIAN_FRONTEND=noninteractive",
+            "command -v apt-get >/dev/null || { echo 'buildbox: no apt-get in the base'; exit 3; }",
+            (
+                "apt-get update -q >/tmp/buildbox-update.log 2>&1 || "
+                "{ cat /tmp/buildbox-update.log; exit 4; }"
+            ),
+            f"apt-get install -s {options} {listed} >/tmp/buildbox-simulated",
+            f"echo {_SIMULATED}",
+            "cat /tmp/buildbox-simulated",
+            f"echo {_URIS}",
+            f"apt-get install --print-uris -qq {options} {listed}",
+            f"echo {_INDEX}",
+            (
+                f"sed -n {shlex.quote(_INST_SED)} /tmp/buildbox-simulated "
+                "| xargs -r apt-cache show --no-all-versions"
+            ),
+            f"echo {_END}",
+        ]
+    )
+
+
+def _section(output: str, start: str, end: str) -> str:
+    return output.partition(start + "\n")[2].partition(end)[0]
+
+
+def parse_resolution(output: str) -> tuple[LockedPackage, ...]:
+    """The packages apt would install, from :func:`resolve_script`'s output, sorted by name."""
+    chosen = [
+        m.groups()
+        for line in _section(output, _SIMULATED, _URIS).splitlines()
+        if (m := _INST.match(line))
+    ]
+    urls = {
+        m.group(2): m.group(1)
+        for line in _section(output, _URIS, _INDEX).splitlines()
+        if (m := _URI.match(line.strip()))
+    }
+    index = {
+        (str(p["Package"]), str(p["Version"]), str(p["Architecture"])): p
+        for p in deb822.Packages.iter_paragraphs(_section(output, _INDEX, _END), use_apt_pkg=False)
+        if "Package" in p
+    }
+    packages = []
+    for name, version, arch in chosen:
+        filename = f"{name}_{version.replace(':', '%3a')}_{arch}.deb"
+        entry = index.get((name, version, arch))
+        url = urls.get(filename)
+        if entry is None or url is None or "SHA256" not in entry:
+            raise BuildboxError(
+                f"apt would install {name} {version} ({arch}) but its index gave no URL and "
+                "sha256 for it (is it from a local source, or already downloaded in the base?)"
+            )
+        if not url.endswith("/" + str(entry["Filename"])):
+            raise BuildboxError(f"{name} {version}: apt's URL {url} is not its index's file")
+        packages.append(
+            LockedPackage(name, version, arch, url, str(entry["SHA256"]), int(entry["Size"]))
+        )
+    return tuple(sorted(packages))
+
+
+@dataclass(frozen=True)
+class Change:
+    platform: str
+    kind: str  # added, removed, version
+    name: str
+    old: str
+    new: str
+
+
+def changes(old: PackageLock | None, new: PackageLock) -> list[Change]:
+    """What a new lock adds, removes or moves to another version, per platform."""
+    found = []
+    for platform, lock in sorted(new.platforms.items()):
+        before = {p.name: p for p in old.platforms[platform].packages} if (
+            old and platform in old.platforms) else {}  # fmt: skip
+        after = {p.name: p for p in lock.packages}
+        for name in sorted(before.keys() | after.keys()):
+            a, b = before.get(name), after.get(name)
+            if a is None and b is not None:
+                found.append(Change(platform, "added", name, "", b.version))
+            elif b is None and a is not None:
+                found.append(Change(platform, "removed", name, a.version, ""))
+            elif a is not None and b is not None and (a.version, a.sha256) != (b.version, b.sha256):
+                found.append(Change(platform, "version", name, a.version, b.version))
+    return found
+
+
+def lock_box(
+    project: Project,
+    box: Box,
+    *,
+    engine: Engine,
+    platform: str | None = None,
+    log: Callable[[str], None] = print,
+) -> PackageLock:
+    """Resolve the box's packages for each platform (or just ``platform``, keeping the others
+    from the current lock) against its pinned base."""
+    if not box.packages:
+        raise BuildboxError(f"box {box.name} lists no packages: nothing to lock")
+    platforms: dict[str, PlatformLock] = {}
+    if platform is not None and box.lock is not None and box.lock.base == box.base:
+        platforms = {p: facts for p, facts in box.lock.platforms.items() if p != platform}
+    for each in box.platforms_for(platform):
+        base = ensure_base(engine, box.base, each, allow_floating=False)
+        log(f"resolving {len(box.packages)} package(s) for {box.name} ({each}) in {base}")
+        output, status = engine.run_script(
+            base, resolve_script(box.packages), 1800, "lock", network="host"
+        )
+        if status != 0:
+            tail = "\n  ".join(output.strip().splitlines()[-15:])
+            raise BuildboxError(
+                f"apt could not resolve {' '.join(box.packages)} for {box.name} ({each}) in "
+                f"{base} (exit {status}):\n  {tail}"
+            )
+        digest = Reference.parse(base, default_host=True).digest or base
+        platforms[each] = PlatformLock(digest, parse_resolution(output))
+    return PackageLock(box.base, tuple(sorted(box.packages)), platforms)
+
+
+def write(box: Box, lock: PackageLock) -> None:
+    write_atomically(box.directory / LOCK_FILE, lock.render())
