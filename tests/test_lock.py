@@ -109,7 +109,9 @@ def test_the_lock_file_is_sorted_and_reads_back(tmp_path: Path) -> None:
         p["name"] for p in json.loads(path.read_text())["platforms"]["linux/amd64"]["packages"]
     ]
     assert names == ["libmagic-mgc", "make"]
-    back, found = problems(path, "packages.lock", BASE, ("file", "make"), ("linux/amd64",), "demo")
+    back, found = problems(
+        path, "packages.lock", BASE, "", ("file", "make"), ("linux/amd64",), "demo"
+    )
     assert found == []
     assert back is not None
     assert back.platforms["linux/amd64"].packages == (mgc, make)
@@ -131,7 +133,7 @@ def test_a_bad_lock_is_one_clear_problem(tmp_path: Path, change: object, message
     path = tmp_path / "packages.lock"
     path.write_text(locked(*parse_resolution(APT_OUTPUT)).render())
     change(path)  # type: ignore[operator]
-    _, found = problems(path, "packages.lock", BASE, ("file", "make"), ("linux/amd64",), "demo")
+    _, found = problems(path, "packages.lock", BASE, "", ("file", "make"), ("linux/amd64",), "demo")
     [problem] = found
     assert message in str(problem)
     assert "invoke lock demo" in str(problem)
@@ -141,10 +143,17 @@ def test_a_stale_lock_names_what_changed(tmp_path: Path) -> None:
     path = tmp_path / "packages.lock"
     path.write_text(locked(*parse_resolution(APT_OUTPUT), base=BASE.replace("c", "d")).render())
     _, found = problems(
-        path, "packages.lock", BASE, ("make", "patch"), ("linux/amd64", "linux/arm64"), "demo"
+        path,
+        "packages.lock",
+        BASE,
+        "20250520T000000Z",
+        ("make", "patch"),
+        ("linux/amd64", "linux/arm64"),
+        "demo",
     )
     text = "\n".join(map(str, found))
     assert "base: resolved against another base" in text
     assert "requested: patch not in the lock" in text
     assert "requested: file no longer in box.yaml" in text
     assert "platforms: no lock for linux/arm64" in text
+    assert "snapshot: resolved against the live archive, not 20250520T000000Z" in text

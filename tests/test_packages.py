@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from buildbox.lock import snapshot_script
 from conftest import BaseImage, FixtureProject
 from projects import run_cli
 from publishing import published_digest
@@ -188,3 +189,18 @@ def test_lock_needs_apt_in_the_base(
     assert result.returncode == 1
     assert "apt could not resolve make for fixture (linux/amd64)" in result.stderr
     assert "no apt-get in the base" in result.stderr
+
+
+def test_a_snapshot_points_apt_at_the_archive_snapshot(
+    debian_base: BaseImage, docker_client: Any
+) -> None:
+    """The sources a snapshot lock resolves against, written in the real base (snapshot.debian.org
+    itself is not reachable from this CI, so the resolution there is not run)."""
+    script = "\n".join([*snapshot_script("20250520T000000Z"), "cat /etc/apt/sources.list"])
+    written = run_in(docker_client, debian_base.ref, "sh", "-c", script)
+    snapshot = "[check-valid-until=no] http://snapshot.debian.org/archive"
+    assert written.splitlines() == [
+        f"deb {snapshot}/debian/20250520T000000Z bookworm main",
+        f"deb {snapshot}/debian/20250520T000000Z bookworm-updates main",
+        f"deb {snapshot}/debian-security/20250520T000000Z bookworm-security main",
+    ]

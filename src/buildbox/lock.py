@@ -42,7 +42,41 @@ _URI = re.compile(r"^'([^']+)' (\S+) \d+ ")
 _INST_SED = r"s/^Inst \([^ ]*\) \(\[[^]]*\] \)\{0,1\}(\([^ ]*\) .*/\1=\3/p"
 
 
-def resolve_script(packages: tuple[str, ...]) -> str:
+#: apt sources for an archive snapshot, by the base's /etc/os-release ID. Check-Valid-Until is
+#: off for these sources only: a snapshot's Release files are old by design.
+_DEBIAN_SNAPSHOT = "deb [check-valid-until=no] http://snapshot.debian.org/archive"
+_UBUNTU_SNAPSHOT = "deb [check-valid-until=no] http://snapshot.ubuntu.com/ubuntu/{time}"
+SNAPSHOT_SOURCES = {
+    "debian": (
+        _DEBIAN_SNAPSHOT + "/debian/{time} {codename} main",
+        _DEBIAN_SNAPSHOT + "/debian/{time} {codename}-updates main",
+        _DEBIAN_SNAPSHOT + "/debian-security/{time} {codename}-security main",
+    ),
+    "ubuntu": (
+        _UBUNTU_SNAPSHOT + " {codename} main universe",
+        _UBUNTU_SNAPSHOT + " {codename}-updates main universe",
+        _UBUNTU_SNAPSHOT + " {codename}-security main universe",
+    ),
+}
+
+
+def snapshot_script(snapshot: str) -> list[str]:
+    """Shell lines that point apt at the archive snapshot ``snapshot`` instead of the base's
+    own sources (the throw-away container's, that is)."""
+    lines = [". /etc/os-release", "rm -f /etc/apt/sources.list.d/*", "known="]
+    for distro, sources in SNAPSHOT_SOURCES.items():
+        quoted = " ".join(
+            f'"{line.format(time=snapshot, codename="$VERSION_CODENAME")}"' for line in sources
+        )
+        write = f'printf "%s\\n" {quoted} >/etc/apt/sources.list'
+        lines.append(f'[ "$ID" != {distro} ] || {{ {write}; known=1; }}')
+    lines.append(
+        '[ -n "$known" ] || { echo "buildbox: no archive snapshot known for $ID"; exit 5; }'
+    )
+    return lines
+
+
+def resolve_script(packages: tuple[str, ...], snapshot: str = "") -> str:
     """The shell script the base runs: apt's verified index, and what install would take.
 
     ``--print-uris`` gives each file's URL (its hash is the weakest the index has, MD5 on
@@ -56,6 +90,7 @@ def resolve_script(packages: tuple[str, ...]) -> str:
             "set -eu",
             "export DEBIAN_FRONTEND=noninteractive",
             "command -v apt-get >/dev/null || { echo 'buildbox: no apt-get in the base'; exit 3; }",
+            *(snapshot_script(snapshot) if snapshot else []),
             (
                 "apt-get update -q >/tmp/buildbox-update.log 2>&1 || "
                 "{ cat /tmp/buildbox-update.log; exit 4; }"
@@ -154,13 +189,17 @@ def lock_box(
     if not box.packages:
         raise BuildboxError(f"box {box.name} lists no packages: nothing to lock")
     platforms: dict[str, PlatformLock] = {}
-    if platform is not None and box.lock is not None and box.lock.base == box.base:
+    if (
+        platform is not None
+        and box.lock is not None
+        and (box.lock.base, box.lock.snapshot) == (box.base, box.snapshot)
+    ):
         platforms = {p: facts for p, facts in box.lock.platforms.items() if p != platform}
     for each in box.platforms_for(platform):
         base = ensure_base(engine, box.base, each, allow_floating=False)
         log(f"resolving {len(box.packages)} package(s) for {box.name} ({each}) in {base}")
         output, status = engine.run_script(
-            base, resolve_script(box.packages), 1800, "lock", network="host"
+            base, resolve_script(box.packages, box.snapshot), 1800, "lock", network="host"
         )
         if status != 0:
             tail = "\n  ".join(output.strip().splitlines()[-15:])
@@ -170,7 +209,7 @@ def lock_box(
             )
         digest = Reference.parse(base, default_host=True).digest or base
         platforms[each] = PlatformLock(digest, parse_resolution(output))
-    return PackageLock(box.base, tuple(sorted(box.packages)), platforms)
+    return PackageLock(box.base, tuple(sorted(box.packages)), platforms, box.snapshot)
 
 
 def write(box: Box, lock: PackageLock) -> None:

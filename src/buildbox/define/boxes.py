@@ -35,6 +35,8 @@ class Box:
     packages: tuple[str, ...] = ()
     #: The lock of ``packages`` (None when the box lists none).
     lock: PackageLock | None = None
+    #: An archive snapshot (``20250520T000000Z``) the packages are resolved against, or "".
+    snapshot: str = ""
 
     @property
     def release_tag(self) -> str:
@@ -125,6 +127,7 @@ def load_box(
                 network=document.get("network", False),
                 description=document.get("description", ""),
                 packages=tuple(document.get("packages", ())),
+                snapshot=document.get("snapshot", ""),
             )
             found.extend(_check_box(box, document, shown, settings, library, allow_floating_base))
             if box.packages:
@@ -132,6 +135,7 @@ def load_box(
                     directory / LOCK_FILE,
                     settings.shown(directory / LOCK_FILE),
                     box.base,
+                    box.snapshot,
                     box.packages,
                     box.platforms,
                     box.name,

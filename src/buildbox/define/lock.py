@@ -55,12 +55,15 @@ class PackageLock:
     #: What box.yaml asked for (names, or name=version), sorted.
     requested: tuple[str, ...]
     platforms: dict[str, PlatformLock]
+    #: The archive snapshot resolved against ("" for the live archive).
+    snapshot: str = ""
 
     def render(self) -> str:
         document = {
             "schema": SCHEMA,
             "base": self.base,
             "requested": sorted(self.requested),
+            "snapshot": self.snapshot,
             "platforms": {
                 platform: {
                     "base_image": lock.base_image,
@@ -96,7 +99,10 @@ def read(path: Path) -> PackageLock:
             for platform, facts in document["platforms"].items()
         }
         return PackageLock(
-            _text(document["base"]), tuple(map(_text, document["requested"])), platforms
+            _text(document["base"]),
+            tuple(map(_text, document["requested"])),
+            platforms,
+            _text(document.get("snapshot", "")),
         )
     except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise ValueError(f"is malformed ({type(error).__name__}: {error})") from None
@@ -124,6 +130,7 @@ def problems(
     lock_path: Path,
     shown: str,
     base: str,
+    snapshot: str,
     requested: tuple[str, ...],
     platforms: tuple[str, ...],
     box: str,
@@ -140,6 +147,16 @@ def problems(
     if lock.base != base:
         found.append(
             Problem(shown, None, "base", f"resolved against another base ({lock.base}); {hint}")
+        )
+    if lock.snapshot != snapshot:
+        was = lock.snapshot or "the live archive"
+        found.append(
+            Problem(
+                shown,
+                None,
+                "snapshot",
+                f"resolved against {was}, not {snapshot or 'the live archive'}; {hint}",
+            )
         )
     missing = sorted(set(requested) - set(lock.requested))
     if missing:
