@@ -157,3 +157,20 @@ def test_a_stale_lock_names_what_changed(tmp_path: Path) -> None:
     assert "requested: file no longer in box.yaml" in text
     assert "platforms: no lock for linux/arm64" in text
     assert "snapshot: resolved against the live archive, not 20250520T000000Z" in text
+
+
+def test_escaped_urls_match_their_index_file() -> None:
+    """apt escapes '+' in URLs (%2b); the index's Filename has it plain."""
+    escaped = (
+        APT_OUTPUT.replace("make_4.3-4.1_amd64.deb' make", "make_4.3-4.1%2bb1_amd64.deb' make")
+        .replace("make_4.3-4.1_amd64.deb 395632", "make_4.3-4.1+b1_amd64.deb 395632")
+        .replace("Version: 4.3-4.1\n", "Version: 4.3-4.1+b1\n")
+        .replace("Inst make (4.3-4.1 ", "Inst make (4.3-4.1+b1 ")
+        .replace(
+            "make-dfsg/make_4.3-4.1_amd64.deb\nSize", "make-dfsg/make_4.3-4.1+b1_amd64.deb\nSize"
+        )
+    )
+    make = parse_resolution(escaped)[1]
+    assert make.version == "4.3-4.1+b1"
+    assert make.url.endswith("make_4.3-4.1%2bb1_amd64.deb")
+    assert make.filename == "make_4.3-4.1+b1_amd64.deb"

@@ -18,6 +18,7 @@ import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from debian import deb822
 
@@ -141,7 +142,7 @@ def parse_resolution(output: str) -> tuple[LockedPackage, ...]:
                 f"apt would install {name} {version} ({arch}) but its index gave no URL and "
                 "sha256 for it (is it from a local source, or already downloaded in the base?)"
             )
-        if not url.endswith("/" + str(entry["Filename"])):
+        if not unquote(url).endswith("/" + str(entry["Filename"])):
             raise BuildboxError(f"{name} {version}: apt's URL {url} is not its index's file")
         packages.append(
             LockedPackage(name, version, arch, url, str(entry["SHA256"]), int(entry["Size"]))

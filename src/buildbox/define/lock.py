@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from buildbox.errors import Problem
 
@@ -38,7 +38,7 @@ class LockedPackage:
     def filename(self) -> str:
         """The .deb's name in the build context: the archive's (``name_version_arch.deb``, the
         version without its epoch; apt reads a ``%3a`` in a path as an escape)."""
-        return posixpath.basename(urlsplit(self.url).path)
+        return posixpath.basename(unquote(urlsplit(self.url).path))
 
 
 @dataclass(frozen=True)
