@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 from pathlib import Path
 
 import pytest
 
+from artifact_server import ArtifactServer
+from buildbox.define import project
 from buildbox.define.lock import LockedPackage, PackageLock, PlatformLock, parse_spec, problems
 from buildbox.errors import BuildboxError
+from buildbox.fetch import Fetcher, wanted_for
 from buildbox.lock import changes, parse_resolution, resolve_script
-from projects import BASE
+from buildbox.output import LogProgress
+from projects import BASE, make_project, settings_for, write_yaml
 
 SHA_MGC = "bad01673ba5dfb9b5db4f3ae6a71f18d492cb6801eab45ad3c7d483c0a1f6ad2"
 SHA_MAKE = "a1a83af8cbd854af887b72ad196b1f4af58387815e21ced1000253a116a46e2a"
@@ -174,3 +180,29 @@ def test_escaped_urls_match_their_index_file() -> None:
     assert make.version == "4.3-4.1+b1"
     assert make.url.endswith("make_4.3-4.1%2bb1_amd64.deb")
     assert make.filename == "make_4.3-4.1+b1_amd64.deb"
+
+
+def test_a_package_the_archive_dropped_says_to_relock(
+    tmp_path: Path, artifacts: ArtifactServer
+) -> None:
+    root = make_project(tmp_path)
+    box_dir = root / "buildboxes/demo"
+    write_yaml(
+        box_dir / "box.yaml",
+        {"version": 1, "base": BASE, "platforms": ["linux/amd64"], "components": ["tool"],
+         "packages": ["make"]},
+    )  # fmt: skip
+    gone = LockedPackage("make", "4.3-4.1", "amd64", artifacts.url("make_4.3-4.1_amd64.deb"),
+                         SHA_MAKE, 395632)  # fmt: skip
+    lock = PackageLock(BASE, ("make",), {"linux/amd64": PlatformLock("sha256:" + "e" * 64,
+                                                                     (gone,))})  # fmt: skip
+    (box_dir / "packages.lock").write_text(lock.render())
+    settings = dataclasses.replace(settings_for(root), fetch_retries=0)
+    loaded = project.load(settings)
+    wanted = [w for w in wanted_for(loaded.boxes, loaded.library) if w.component == "make"]
+    with pytest.raises(BuildboxError) as raised:
+        Fetcher(settings, LogProgress(io.StringIO())).fetch_all(wanted)
+    message = str(raised.value)
+    assert "make 4.3-4.1 (linux/amd64)" in message
+    assert "HTTP 404" in message
+    assert "the archive may have dropped this version: run `invoke lock demo` again" in message

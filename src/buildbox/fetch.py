@@ -45,6 +45,8 @@ class Wanted:
     sha256: str
     #: Where the pin is written, for error messages (default: the component library).
     where: str = ""
+    #: What to do when the source no longer has the file (default: fix the URL).
+    fix: str = ""
 
     @property
     def label(self) -> str:
@@ -149,6 +151,8 @@ def wanted_for(boxes: Iterable[Box], library: Library, platform: str | None = No
                     seen[package.sha256] = Wanted(
                         package.name, package.version, each, package.url, package.sha256,
                         where=f"buildboxes/{box.name}/{LOCK_FILE}: platforms.{each}",
+                        fix=f"the archive may have dropped this version: run `invoke lock "
+                        f"{box.name}` again, or pin an archive snapshot in box.yaml",
                     )  # fmt: skip
     return list(seen.values())
 
@@ -282,7 +286,7 @@ class Fetcher:
                 hint = (
                     f"still failing after {self.settings.fetch_retries} retries"
                     if transient
-                    else f"check the URL in {want.field}.url"
+                    else want.fix or f"check the URL in {want.field}.url"
                 )
                 raise DownloadError(
                     f"{want.label}: {url}: HTTP {response.status_code} {response.reason} ({hint})"
