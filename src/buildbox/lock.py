@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import re
 import shlex
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import unquote
 
 from debian import deb822
 
+from buildbox.build.bootstrap import mmdebstrap_options, run_mmdebstrap
 from buildbox.build.build import ensure_base
 from buildbox.build.engine import Engine
 from buildbox.define.boxes import Box
@@ -159,6 +162,68 @@ class Change:
     new: str
 
 
+def resolve_bootstrap(box: Box, platform: str) -> tuple[LockedPackage, ...]:
+    """Every package mmdebstrap installs for the bootstrapped base, pinned from the index.
+
+    mmdebstrap (real apt, which verifies the archive's signed Release file) runs once online;
+    its hooks copy out the downloaded .deb names and apt's verified lists: each package's
+    version, sha256 and size come from those lists, never from the downloads.
+    """
+    assert box.bootstrap is not None
+    mirror = box.bootstrap.mirror.rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="buildbox-lock-") as scratch:
+        debs, lists = Path(scratch) / "debs", Path(scratch) / "lists"
+        debs.mkdir()
+        lists.mkdir()
+        command = [
+            "mmdebstrap", "--mode=root", "--format=null", *mmdebstrap_options(box, platform),
+            "--skip=essential/unlink", "--skip=cleanup/apt/cache",
+            f"--customize-hook=sync-out /var/cache/apt/archives {debs}",
+            f"--customize-hook=sync-out /var/lib/apt/lists {lists}",
+            box.bootstrap.suite, "/dev/null", _source(box, mirror),
+        ]  # fmt: skip
+        run_mmdebstrap(command, f"resolve the base of {box.name} ({platform})")
+        index: dict[tuple[str, str, str], deb822.Packages] = {}
+        for packages_file in lists.glob("*_Packages"):
+            with packages_file.open(encoding="utf-8") as stream:
+                for entry in deb822.Packages.iter_paragraphs(stream, use_apt_pkg=False):
+                    if entry is None or "Package" not in entry:
+                        continue
+                    key = (str(entry["Package"]), str(entry["Version"]),
+                           str(entry["Architecture"]))  # fmt: skip
+                    index[key] = entry
+        found = []
+        for deb in sorted(debs.glob("*.deb")):
+            name, _, rest = unquote(deb.name).removesuffix(".deb").partition("_")
+            version, _, arch = rest.rpartition("_")
+            listed = index.get((name, version, arch))
+            if listed is None:
+                raise BuildboxError(
+                    f"mmdebstrap installed {deb.name}, which the archive's index does not list"
+                )
+            url = f"{_pool(box, mirror)}/{listed['Filename']}"
+            found.append(
+                LockedPackage(name, version, arch, url, str(listed["SHA256"]), int(listed["Size"]))
+            )
+    return tuple(sorted(found))
+
+
+def _source(box: Box, mirror: str) -> str:
+    """mmdebstrap's source: the mirror, or its archive snapshot (whose Release is old)."""
+    if not box.snapshot or box.bootstrap is None:
+        return mirror
+    return f"deb [check-valid-until=no] {_pool(box, mirror)} {box.bootstrap.suite} main"
+
+
+def _pool(box: Box, mirror: str) -> str:
+    """Where the lock's URLs point: the mirror, or its archive snapshot."""
+    if not box.snapshot:
+        return mirror
+    if "ubuntu" in mirror:
+        return f"http://snapshot.ubuntu.com/ubuntu/{box.snapshot}"
+    return f"http://snapshot.debian.org/archive/debian/{box.snapshot}"
+
+
 def changes(old: PackageLock | None, new: PackageLock) -> list[Change]:
     """What a new lock adds, removes or moves to another version, per platform."""
     found = []
@@ -187,7 +252,7 @@ def lock_box(
 ) -> PackageLock:
     """Resolve the box's packages for each platform (or just ``platform``, keeping the others
     from the current lock) against its pinned base."""
-    if not box.packages:
+    if not box.packages and box.bootstrap is None:
         raise BuildboxError(f"box {box.name} lists no packages: nothing to lock")
     platforms: dict[str, PlatformLock] = {}
     if (
@@ -197,6 +262,10 @@ def lock_box(
     ):
         platforms = {p: facts for p, facts in box.lock.platforms.items() if p != platform}
     for each in box.platforms_for(platform):
+        if box.bootstrap is not None:
+            log(f"resolving the bootstrapped base of {box.name} ({each}) with mmdebstrap")
+            platforms[each] = PlatformLock("", resolve_bootstrap(box, each))
+            continue
         base = ensure_base(engine, box.base, each, allow_floating=False)
         log(f"resolving {len(box.packages)} package(s) for {box.name} ({each}) in {base}")
         output, status = engine.run_script(

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from buildbox.build import labels as naming
+from buildbox.build.bootstrap import bootstrap_base
 from buildbox.build.builder import Builder, BuildRequest, ClassicBuilder
 from buildbox.build.buildkit import BuildKitBuilder, buildx_version, docker_cli
 from buildbox.build.context import assemble
@@ -106,18 +107,22 @@ def build_box(
     digest = inputs_digest(box, project.library, project.settings, platform)
     tags = naming.local_tags(project.settings.registry, box, platform, revision)
     # A floating base can change under the same name: never trust an earlier build of it.
-    reuse = not (force or no_cache) and is_pinned(box.base)
+    reuse = not (force or no_cache) and box.pinned
     existing = engine.find_image(naming.identity(box, digest)) if reuse else None
     if existing is None:
         check_emulation(platform)
-        base = ensure_base(engine, box.base, platform, allow_floating_base)
         fetched = fetcher.fetch_all(wanted_for([box], project.library, platform), offline=offline)
         artifacts = {f.wanted.sha256: f.path for f in fetched}
+        base_digest = None
+        if box.bootstrap is not None:
+            base, base_digest = bootstrap_base(
+                engine, box, platform, artifacts, revision.epoch, log
+            )
+        else:
+            base = ensure_base(engine, box.base, platform, allow_floating_base)
         context = assemble(box, project.library, project.settings, platform, artifacts)
-        request = BuildRequest(
-            context, base, box.network, naming.labels(box, platform, digest, revision), no_cache,
-            revision.epoch, tags,
-        )  # fmt: skip
+        labels = naming.labels(box, platform, digest, revision, base_digest)
+        request = BuildRequest(context, base, box.network, labels, no_cache, revision.epoch, tags)
         chosen = builder or select_builder(engine, project.settings)
         if isinstance(chosen, ClassicBuilder) and "--mount=" in box.dockerfile.read_text():
             raise BuildboxError(

@@ -89,14 +89,14 @@ def assemble(
     manifest = "".join(f"{row}\n" for row in rows).encode()
     entries.append(Entry(f"{CONTEXT_DIR}/components.tsv", data=manifest))
     packages = []
-    for package in box.locked(platform):
+    for package in box.locked(platform) if box.installs_packages else ():
         cached = artifacts.get(package.sha256)
         if cached is None:
             raise BuildboxError(f"package {package.name} ({platform}) has not been fetched")
         entries.append(Entry(f"{CONTEXT_DIR}/packages/{package.filename}", source=cached))
         fields = (package.name, package.version, package.architecture, package.sha256)
         packages.append("\t".join([*fields, package.filename]))
-    if box.packages:
+    if box.installs_packages:
         listing = "".join(f"{row}\n" for row in packages).encode()
         entries.append(Entry(f"{CONTEXT_DIR}/packages.tsv", data=listing))
     return BuildContext(box, platform, tuple(sorted(entries, key=lambda e: e.name)))

@@ -15,8 +15,16 @@ LABEL_PLATFORM = "dev.buildbox.platform"
 LABEL_FLOATING_BASE = "dev.buildbox.floating-base"
 
 
-def labels(box: Box, platform: str, digest: str, revision: Revision) -> dict[str, str]:
-    """The image's labels: ours, and the standard org.opencontainers.image ones."""
+LABEL_BASE_DIGEST = "org.opencontainers.image.base.digest"
+
+
+def labels(
+    box: Box, platform: str, digest: str, revision: Revision, base_digest: str | None = None
+) -> dict[str, str]:
+    """The image's labels: ours, and the standard org.opencontainers.image ones.
+
+    ``base_digest`` is a bootstrapped base's content digest (an image base's is in its name).
+    """
     result = {
         LABEL_BOX: box.name,
         LABEL_VERSION: box.version,
@@ -29,9 +37,10 @@ def labels(box: Box, platform: str, digest: str, revision: Revision) -> dict[str
         "org.opencontainers.image.created": revision.timestamp,
         "org.opencontainers.image.base.name": box.base,
     }
-    if is_pinned(box.base):
-        base_digest = Reference.parse(box.base, default_host=True).digest
-        result["org.opencontainers.image.base.digest"] = base_digest or ""
+    if base_digest:
+        result[LABEL_BASE_DIGEST] = base_digest
+    elif is_pinned(box.base):
+        result[LABEL_BASE_DIGEST] = Reference.parse(box.base, default_host=True).digest or ""
     else:
         result[LABEL_FLOATING_BASE] = "true"
     return result

@@ -20,6 +20,20 @@ DOCKERFILE = "Dockerfile"
 
 
 @dataclass(frozen=True)
+class Bootstrap:
+    """A base assembled by mmdebstrap from locked packages, instead of pulled from a registry."""
+
+    suite: str
+    variant: str
+    mirror: str
+
+    @property
+    def name(self) -> str:
+        """What labels and the SBOM call the base (its content digest pins it)."""
+        return f"bootstrap:{self.suite}/{self.variant}"
+
+
+@dataclass(frozen=True)
 class Box:
     """One buildbox: its own version, a pinned base, the platforms it builds, its components."""
 
@@ -37,6 +51,18 @@ class Box:
     lock: PackageLock | None = None
     #: An archive snapshot (``20250520T000000Z``) the packages are resolved against, or "".
     snapshot: str = ""
+    #: The base is bootstrapped from the lock (``packages`` are then the base's extras).
+    bootstrap: Bootstrap | None = None
+
+    @property
+    def installs_packages(self) -> bool:
+        """The Dockerfile installs locked packages (a bootstrapped base has them already)."""
+        return bool(self.packages) and self.bootstrap is None
+
+    @property
+    def pinned(self) -> bool:
+        """The base is exactly known: pinned by digest, or bootstrapped from a lock."""
+        return self.bootstrap is not None or is_pinned(self.base)
 
     @property
     def release_tag(self) -> str:
@@ -74,6 +100,12 @@ class Box:
                 and path.relative_to(self.directory).as_posix() not in (BOX_FILE, LOCK_FILE)
             )
         )
+
+
+def _bootstrap(data: object) -> Bootstrap | None:
+    if not isinstance(data, dict):
+        return None
+    return Bootstrap(str(data["suite"]), str(data.get("variant", "minbase")), str(data["mirror"]))
 
 
 def box_directories(settings: Settings) -> list[Path]:
@@ -117,20 +149,25 @@ def load_box(
         schema_problems = [problem for _, problem in yamldoc.validate(document, "box", shown)]
         found.extend(schema_problems)
         if not schema_problems:
+            bootstrap = _bootstrap(document.get("bootstrap"))
             box = Box(
                 name=directory.name,
                 directory=directory,
                 version=str(document["version"]),
-                base=document["base"],
+                base=bootstrap.name if bootstrap else str(document.get("base", "")),
                 platforms=tuple(document["platforms"]),
                 components=tuple(document["components"]),
                 network=document.get("network", False),
                 description=document.get("description", ""),
-                packages=tuple(document.get("packages", ())),
+                packages=tuple(
+                    document["bootstrap"].get("packages", ()) if bootstrap
+                    else document.get("packages", ())
+                ),
                 snapshot=document.get("snapshot", ""),
-            )
+                bootstrap=bootstrap,
+            )  # fmt: skip
             found.extend(_check_box(box, document, shown, settings, library, allow_floating_base))
-            if box.packages:
+            if box.packages or box.bootstrap:
                 lock, wrong = lock_problems(
                     directory / LOCK_FILE,
                     settings.shown(directory / LOCK_FILE),
@@ -168,7 +205,19 @@ def _check_box(
             Problem(shown, yamldoc.line_of(document, path), yamldoc.field_name(path), message)
         )
 
-    if not is_pinned(box.base) and not allow_floating_base:
+    has_base, has_bootstrap = "base" in document, box.bootstrap is not None  # type: ignore[operator]
+    if has_base == has_bootstrap:
+        problem(
+            ("base",),
+            "a box has either `base:` (an image pinned by digest) or `bootstrap:` (a base "
+            "assembled from locked packages), not " + ("both" if has_base else "neither"),
+        )
+    if has_bootstrap and "packages" in document:  # type: ignore[operator]
+        problem(
+            ("packages",),
+            "a bootstrapped base takes its packages in bootstrap.packages (they are part of it)",
+        )
+    if not box.pinned and not allow_floating_base:
         problem(
             ("base",),
             f"{box.base!r} is not pinned by digest; write it as name:tag@sha256:<64 hex> "

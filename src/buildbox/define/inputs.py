@@ -39,7 +39,7 @@ def install_scripts(box: Box, library: Library, settings: Settings) -> tuple[Pat
     """The shared install scripts the box uses: the entry point and one per kind of artifact."""
     kinds = sorted({c.install.kind for c in box_components(box, library)})
     names = [INSTALL_ENTRYPOINT, *(f"{kind}.sh" for kind in kinds)]
-    if box.packages:
+    if box.installs_packages:
         names.append(PACKAGES_SCRIPT)
     return tuple(settings.install_scripts_dir / name for name in names)
 
@@ -79,7 +79,12 @@ def inputs_manifest(
             for c in box_components(box, library)
         ],
     }
-    if box.packages:  # only then: the digests of boxes without packages stay as they were
+    if box.bootstrap is not None:
+        manifest["bootstrap"] = {
+            "suite": box.bootstrap.suite, "variant": box.bootstrap.variant,
+            "mirror": box.bootstrap.mirror,
+        }  # fmt: skip
+    if box.lock is not None or box.packages:  # only then: other boxes' digests stay as they were
         manifest["packages"] = _packages(box, platforms)
     return manifest
 

@@ -195,6 +195,7 @@ def prepare_platform(
         inputs_digest=image.labels.get(naming.LABEL_INPUTS, ""),
         repository=target.name,
         digest=prepared.digest,
+        base_digest=image.labels.get(naming.LABEL_BASE_DIGEST),
     )
     packages = inventory(engine, image.id)
     text = cyclonedx.render(cyclonedx.build_bom(project, box, facts, report, packages, revision))

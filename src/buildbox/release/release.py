@@ -16,7 +16,6 @@ from buildbox.define.project import Project
 from buildbox.digests import digest_of
 from buildbox.errors import BuildboxError
 from buildbox.fetch import Fetcher
-from buildbox.oci.refs import is_pinned
 from buildbox.release import record
 from buildbox.release.audit import audit_release
 from buildbox.release.publish import publish_box
@@ -61,7 +60,7 @@ def release_box(
             "the git tree has uncommitted changes; a release is built from a commit only: "
             + ", ".join(changed[:10])
         )
-    if not is_pinned(box.base):
+    if not box.pinned:
         raise BuildboxError(f"the base of {box.name} is not pinned by digest: {box.base}")
     for platform in box.platforms:
         # From scratch: a layer reused from an older build would carry that build's file times,

@@ -30,7 +30,7 @@ from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
 from buildbox.build.engine import Engine
-from buildbox.build.labels import LABEL_INPUTS
+from buildbox.build.labels import LABEL_BASE_DIGEST, LABEL_INPUTS
 from buildbox.define.boxes import Box
 from buildbox.define.inputs import box_components
 from buildbox.define.project import Project
@@ -84,6 +84,8 @@ class ImageFacts:
     inputs_digest: str
     repository: str | None = None
     digest: str | None = None
+    #: The base's digest as the image's label records it (a bootstrapped base's content).
+    base_digest: str | None = None
 
 
 def output_path(project: Project, box: Box, platform: str, asked: str | None) -> Path:
@@ -126,7 +128,7 @@ def build_bom(
         )
 
     image = _image_component(box, facts, revision)
-    parts = [_base_component(box.base)]
+    parts = [_base_component(box.base, facts.base_digest if box.bootstrap else None)]
     for component in components:
         artifact = component.artifact(facts.platform)
         assert artifact is not None  # the box was checked for every platform it builds
@@ -225,7 +227,22 @@ def _image_component(box: Box, facts: ImageFacts, revision: Revision) -> Compone
     )
 
 
-def _base_component(base: str) -> Component:
+def _base_component(base: str, content: str | None = None) -> Component:
+    if content is not None or base.startswith("bootstrap:"):
+        known = content or ""
+        return Component(
+            type=ComponentType.OPERATING_SYSTEM,
+            name=base,
+            version=known or "unknown",
+            bom_ref=f"base:{base}",
+            hashes=[HashType(alg=HashAlgorithm.SHA_256, content=known.removeprefix("sha256:"))]
+            if known
+            else [],
+            properties=[
+                Property(name=f"{PREFIX}role", value="base, bootstrapped from packages.lock"),
+                Property(name=f"{PREFIX}base-content", value="sha256 of the root filesystem"),
+            ],
+        )
     reference = Reference.parse(base, default_host=True)
     digest = reference.digest
     return Component(
@@ -264,6 +281,7 @@ def describe_image(
         inputs_digest=image.labels.get(LABEL_INPUTS, ""),
         repository=None,
         digest=None,
+        base_digest=image.labels.get(LABEL_BASE_DIGEST),
     )
     bom = build_bom(project, box, facts, report, inventory(engine, image.id), revision)
     return render(bom)

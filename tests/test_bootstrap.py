@@ -1,0 +1,84 @@
+"""Bases bootstrapped from locked packages: mmdebstrap from the real Debian archive to lock,
+then offline from the verified cache to build, reproducibly."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from conftest import FixtureProject
+from projects import run_cli, write_yaml
+
+pytestmark = pytest.mark.integration
+
+BOOTSTRAP = {
+    "suite": "bookworm",
+    "variant": "minbase",
+    "mirror": "http://deb.debian.org/debian",
+    "packages": ["make"],
+}
+
+
+def base_images(docker_client: Any, box: str) -> list[str]:
+    return [
+        tag
+        for entry in docker_client.api.images()
+        for tag in entry.get("RepoTags") or []
+        if tag.startswith(f"buildbox-base/{box}:")
+    ]
+
+
+def test_a_bootstrapped_base_locks_builds_offline_and_reproduces(
+    fixture_project: FixtureProject, docker_client: Any
+) -> None:
+    root = fixture_project.root
+    write_yaml(
+        fixture_project.box_dir / "box.yaml",
+        {"version": 1, "platforms": ["linux/amd64"], "components": ["hello"],
+         "bootstrap": BOOTSTRAP},
+    )  # fmt: skip
+    locked = run_cli(root, "lock", "fixture")
+    assert locked.returncode == 0, locked.stdout + locked.stderr
+    lock = json.loads((fixture_project.box_dir / "packages.lock").read_text())
+    names = {p["name"] for p in lock["platforms"]["linux/amd64"]["packages"]}
+    assert {"make", "libc6", "dpkg", "apt", "base-files"} <= names, "the whole base is locked"
+    assert run_cli(root, "check").returncode == 0
+
+    built = run_cli(root, "build", "fixture", "--no-cache")
+    assert built.returncode == 0, built.stdout + built.stderr
+    image = docker_client.images.get(fixture_project.release_tag())
+    content = image.labels["org.opencontainers.image.base.digest"]
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", content)
+    assert image.labels["org.opencontainers.image.base.name"] == "bootstrap:bookworm/minbase"
+    output = docker_client.containers.run(
+        image.id, ["make", "--version"], network_mode="none", remove=True
+    )
+    assert output.decode().startswith("GNU Make 4.3")
+    assert run_cli(root, "verify", "fixture").returncode == 0
+
+    described = run_cli(root, "sbom", "fixture", "--output=-")
+    assert described.returncode == 0, described.stderr
+    [base] = [c for c in json.loads(described.stdout)["components"] if c["bom-ref"].startswith(
+        "base:")]  # fmt: skip
+    assert base["hashes"] == [{"alg": "SHA-256", "content": content.removeprefix("sha256:")}]
+
+    # The same lock and epoch give the same base, bootstrapped again from the cache, offline.
+    for tag in base_images(docker_client, "fixture"):
+        docker_client.images.remove(tag, force=True)
+    again = run_cli(root, "build", "fixture", "--no-cache", "--offline")
+    assert again.returncode == 0, again.stdout + again.stderr
+    rebuilt = docker_client.images.get(fixture_project.release_tag())
+    assert rebuilt.labels["org.opencontainers.image.base.digest"] == content
+    for tag in base_images(docker_client, "fixture"):
+        docker_client.images.remove(tag, force=True)
+
+
+def test_base_and_bootstrap_together_are_refused(fixture_project: FixtureProject) -> None:
+    fixture_project.set_box(bootstrap=BOOTSTRAP)
+    result = run_cli(fixture_project.root, "check")
+    assert result.returncode == 1
+    assert "base: a box has either `base:`" in result.stdout
+    assert "not both" in result.stdout
