@@ -91,11 +91,8 @@ def test_every_task_and_flag_has_help(tmp_path: Path, task: str) -> None:
 
 def test_all_tasks_are_listed() -> None:
     assert TASKS == [
-        "audit", "build", "bump", "check", "doctor", "fetch", "list", "lock", "matrix", "publish",
-        "ref",
-        "release",
-        "reproduce", "sbom",
-        "sbom-diff", "verify",
+        "audit", "build", "bump", "check", "doctor", "fetch", "list", "lock", "main", "matrix",
+        "publish", "ref", "registry", "release", "reproduce", "sbom", "sbom-diff", "verify",
     ]  # fmt: skip
 
 

@@ -69,7 +69,9 @@ def test_lock_build_verify_and_sbom(packaged: FixtureProject, docker_client: Any
 
     locked = run_cli(root, "lock", "fixture")
     assert locked.returncode == 0, locked.stdout + locked.stderr
-    assert re.search(r"wrote buildboxes/fixture/packages\.lock: \d+ for linux/amd64", locked.stdout)
+    assert re.search(
+        r"wrote buildboxes/fixture/packages\.lock: packages linux/amd64: \d+", locked.stdout
+    )
     lock = lock_of(packaged)
     assert lock["requested"] == sorted(PACKAGES)
     [(platform, facts)] = lock["platforms"].items()

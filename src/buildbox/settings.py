@@ -45,6 +45,8 @@ class Settings:
     builder: str = "auto"
     #: The buildx builder instance BuildKit builds on ("": the current one, e.g. the engine's).
     buildx_builder: str = ""
+    #: The registry is the one the toolkit runs on loopback (``buildbox.registry`` was empty).
+    local_registry: bool = False
 
     @property
     def components_file(self) -> Path:
@@ -152,7 +154,9 @@ class Spec:
 #: Every setting, in one place: its default and its type.
 SPECS: dict[str, Spec] = {
     "root": Spec(".", _text),
-    "registry": Spec("registry.example.com/buildbox", _text),
+    # Empty: a registry the toolkit runs itself on 127.0.0.1:<local_registry_port>.
+    "registry": Spec("", _text),
+    "local_registry_port": Spec(5000, _number(int, 1)),
     "cache_dir": Spec("", _text),
     "platforms": Spec(["linux/amd64", "linux/arm64"], _words),
     "allow_http_hosts": Spec([], _words),
@@ -207,9 +211,14 @@ def from_config(config: Mapping[str, Any], environment: Mapping[str, str] = {}) 
         except _InvalidValueError as error:
             raise BuildboxError(f"{where}: expected {error}, got {raw!r}") from None
     cache_dir = values.pop("cache_dir")
+    port = values.pop("local_registry_port")
+    local = not values["registry"]
+    if local:
+        values["registry"] = f"127.0.0.1:{port}/buildbox"
     return Settings(
         **{
             **values,
+            "local_registry": local,
             "root": Path(values["root"]).resolve(),
             "cache_dir": Path(cache_dir).expanduser() if cache_dir else Path(_user_cache_dir()),
         }

@@ -292,13 +292,13 @@ def lock(ctx: Context, box: str, platform: str | None = None, dry_run: bool = Fa
                 [[c.platform, c.kind, c.name, c.old, c.new] for c in found],
             )
         )
-    counts = ", ".join(f"{len(p.packages)} for {name}" for name, p in sorted(new.platforms.items()))
+    counts = ", ".join(f"{name}: {len(p.packages)}" for name, p in sorted(new.platforms.items()))
     where = settings.shown(chosen.directory / LOCK_FILE)
     if dry_run:
-        print(f"dry run: {where} is unchanged ({len(found)} change(s); {counts})")
+        print(f"dry run: {where} is unchanged ({len(found)} change(s); packages {counts})")
     else:
         lock_stage.write(chosen, new)
-        print(f"wrote {where}: {counts} package(s)")
+        print(f"wrote {where}: packages {counts}")
 
 
 def _images(
@@ -552,6 +552,7 @@ def reproduce(
     ctx: Context, box: str, version: str | None = None, builder: str | None = None
 ) -> None:
     """Rebuild a release from its recorded commit and compare with the record and the registry."""
+    from buildbox import local_registry
     from buildbox.oci.refs import Reference
     from buildbox.oci.registry import open_registry
     from buildbox.release import record
@@ -560,6 +561,7 @@ def reproduce(
 
     settings = _settings(ctx, builder)
     found = record.require(settings.root, box, version)
+    local_registry.ensure_running(settings)
     with (
         _engine_and_fetcher(settings, 1) as (engine, fetcher),
         open_registry(Reference.parse(found.reference)) as registry,
@@ -593,6 +595,64 @@ def reproduce(
         )
 
 
+@task(
+    positional=["box"],
+    help={"box": "The box to release, e.g. debian13 (built from Debian packages only)."},
+)
+@_fails_cleanly
+def main(ctx: Context, box: str) -> None:
+    """The main job: build, verify, SBOM and release a box; print the checks, SBOM and ref.
+
+    With no registry configured (buildbox.registry empty), the release goes to a registry the
+    toolkit runs on 127.0.0.1 (data under the cache directory; `invoke registry --stop`).
+    """
+    from buildbox import local_registry
+    from buildbox.build.labels import local_tags
+    from buildbox.define import project as project_stage
+    from buildbox.release.record import RECORD_FILE
+    from buildbox.release.release import release_box
+    from buildbox.source import revision
+    from buildbox.verify import verify_image
+
+    settings = _settings(ctx)
+    project = project_stage.load(settings, box=box)
+    chosen = project.box(box)
+    host = local_registry.ensure_running(settings)
+    if host:
+        print(f"main: releasing to the local registry {host} (buildbox.registry is empty)")
+    source = revision(settings.root)
+    artifacts = len(chosen.components) * len(chosen.platforms)
+    with _engine_and_fetcher(settings, artifacts) as (engine, fetcher):
+        done, new = release_box(project, chosen, engine=engine, fetcher=fetcher, revision=source)
+        for platform in chosen.platforms:
+            image = local_tags(settings.registry, chosen, platform, source)[0]
+            report = verify_image(engine, project, chosen, image)
+            print(f"verify {image} ({report.platform}):")
+            for item in report.checks:
+                print(f"{'PASS' if item.ok else 'FAIL'}  {item.name}: {item.detail}")
+    print(f"{'released' if new else 'already released'}: {chosen.name} {chosen.release_tag}")
+    for platform, facts in sorted(done.platforms.items()):
+        print(f"SBOM ({platform}): {facts.sbom_path} (CycloneDX 1.6; recorded in {RECORD_FILE})")
+    print(f"ref: {done.reference}")
+
+
+@task(help={"stop": "Stop the local registry (its data stays under the cache directory)."})
+@_fails_cleanly
+def registry(ctx: Context, stop: bool = False) -> None:
+    """Show, or stop, the registry the toolkit runs on loopback when none is configured."""
+    from buildbox import local_registry
+
+    settings = _settings(ctx)
+    if not settings.local_registry:
+        print(f"buildbox.registry is {settings.registry}: no local registry is used")
+    elif stop:
+        stopped = local_registry.stop(settings)
+        print("local registry stopped" if stopped else "no local registry was running")
+    else:
+        host = local_registry.ensure_running(settings)
+        print(f"local registry: {host}, data in {local_registry.directory(settings)}")
+
+
 @task
 @_fails_cleanly
 def doctor(ctx: Context) -> None:
@@ -623,7 +683,7 @@ def namespace(root: Path) -> Collection:
     """The task collection for a project whose files (buildboxes/, shared/) are under ``root``."""
     ns = Collection(
         list_boxes, check, fetch, bump, build, verify, sbom, sbom_diff, publish, release, ref,
-        audit, matrix, reproduce, doctor, lock,
+        audit, matrix, reproduce, doctor, lock, main, registry,
     )  # fmt: skip
     ns.configure(
         {

@@ -7,14 +7,15 @@ prints a marker, runs the probe, and prints its exit status, for each component 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from buildbox.build.engine import Engine
 from buildbox.build.labels import LABEL_BOX, LABEL_INPUTS, LABEL_PLATFORM, LABEL_VERSION
 from buildbox.define.boxes import Box
 from buildbox.define.inputs import box_components, inputs_digest
-from buildbox.define.library import Component
+from buildbox.define.library import Probe
 from buildbox.define.project import Project
 from buildbox.errors import BuildboxError
 
@@ -54,7 +55,16 @@ class Report:
         return all(check.ok for check in self.checks)
 
 
-def probe_script(components: tuple[Component, ...]) -> str:
+class Probed(Protocol):
+    """What has a probe: a component, or a box's own probe (``define.boxes.BoxProbe``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def probe(self) -> Probe: ...
+
+
+def probe_script(components: Sequence[Probed]) -> str:
     """One POSIX shell script that runs every probe and marks where each output starts and ends."""
     lines = ["exec 2>&1"]
     for component in components:
@@ -66,7 +76,7 @@ def probe_script(components: tuple[Component, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_probes(output: str, components: tuple[Component, ...]) -> tuple[ProbeResult, ...]:
+def parse_probes(output: str, components: Sequence[Probed]) -> tuple[ProbeResult, ...]:
     """Split the script's output into one result per component (missing ones never ran)."""
     sections: dict[str, tuple[list[str], int | None]] = {}
     current: str | None = None
@@ -115,7 +125,10 @@ def verify_image(
         checks.append(_label(labels, LABEL_INPUTS, digest))
     else:
         checks.append(Check("platform", False, f"{platform} is not one of the box's platforms"))
-    components = box_components(box, project.library)
+    components: tuple[Probed, ...] = (
+        *box_components(box, project.library),
+        *box.resolved_probes(platform),
+    )
     try:
         output, status = engine.run_script(image.id, probe_script(components), timeout, "verify")
         problem = _run_problem(output, status, timeout)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from buildbox.define import yamldoc
 from buildbox.define.dockerfile import check_dockerfile
-from buildbox.define.library import Library
+from buildbox.define.library import Library, Probe
 from buildbox.define.lock import LOCK_FILE, LockedPackage, PackageLock, parse_spec
 from buildbox.define.lock import problems as lock_problems
 from buildbox.errors import BuildboxError, Problem
@@ -17,6 +18,29 @@ from buildbox.settings import Settings
 
 BOX_FILE = "box.yaml"
 DOCKERFILE = "Dockerfile"
+
+
+@dataclass(frozen=True)
+class BoxProbe:
+    """A probe of the box's own (of its OS packages), beside its components' probes.
+
+    ``expect`` may name a locked package's version: ``{version:gcc-14}`` (as locked, e.g.
+    14.2.0-19) or ``{upstream:gcc-14}`` (without epoch, Debian revision and +/~ suffixes,
+    e.g. 14.2.0), so that a new lock moves the expectation with it.
+    """
+
+    name: str
+    probe: Probe
+
+
+_PLACEHOLDER = re.compile(r"\{(version|upstream):([a-z0-9][a-z0-9+.-]*)\}")
+
+
+def upstream_version(version: str) -> str:
+    """``1:2.47.3-0+deb13u1`` -> ``2.47.3``: the upstream part of a Debian version."""
+    plain = version.partition(":")[2] or version
+    plain = plain.rsplit("-", 1)[0] if "-" in plain else plain
+    return re.split(r"[+~]", plain, maxsplit=1)[0]
 
 
 @dataclass(frozen=True)
@@ -53,6 +77,23 @@ class Box:
     snapshot: str = ""
     #: The base is bootstrapped from the lock (``packages`` are then the base's extras).
     bootstrap: Bootstrap | None = None
+    #: Probes of the box's own, run by verify with the components' (``expect`` unresolved).
+    probes: tuple[BoxProbe, ...] = ()
+
+    def resolved_probes(self, platform: str) -> tuple[BoxProbe, ...]:
+        """The box's probes for ``platform``, package versions filled in from the lock."""
+        versions = {p.name: p.version for p in self.locked(platform)}
+
+        def fill(match: re.Match[str]) -> str:
+            version = versions.get(match.group(2))
+            if version is None:
+                return match.group(0)  # check reports it; verify then fails on it
+            return version if match.group(1) == "version" else upstream_version(version)
+
+        return tuple(
+            BoxProbe(p.name, Probe(p.probe.command, _PLACEHOLDER.sub(fill, p.probe.expect)))
+            for p in self.probes
+        )
 
     @property
     def installs_packages(self) -> bool:
@@ -165,6 +206,10 @@ def load_box(
                 ),
                 snapshot=document.get("snapshot", ""),
                 bootstrap=bootstrap,
+                probes=tuple(
+                    BoxProbe(name, Probe(tuple(p["command"]), str(p["expect"])))
+                    for name, p in document.get("probes", {}).items()
+                ),
             )  # fmt: skip
             found.extend(_check_box(box, document, shown, settings, library, allow_floating_base))
             if box.packages or box.bootstrap:
@@ -179,6 +224,8 @@ def load_box(
                 )
                 found.extend(wrong if check_lock else ())
                 box = replace(box, lock=lock)
+            if check_lock:
+                found.extend(_probe_problems(box, document, shown))
     if (directory / DOCKERFILE).is_file():
         network = box.network if box else True  # unknown: do not guess about package managers
         found.extend(
@@ -261,6 +308,25 @@ def _check_box(
                 f"{name!r} has no artifact for {', '.join(missing)}; add "
                 f"components.{name}.artifacts.{missing[0]} to shared/components.yaml",
             )
+    return found
+
+
+def _probe_problems(box: Box, document: object, shown: str) -> list[Problem]:
+    """A probe may only name packages the lock has."""
+    locked = {package.name for platform in box.platforms for package in box.locked(platform)}
+    found = []
+    for probe in box.probes:
+        for _, package in _PLACEHOLDER.findall(probe.probe.expect):
+            if package not in locked:
+                path: yamldoc.FieldPath = ("probes", probe.name, "expect")
+                found.append(
+                    Problem(
+                        shown,
+                        yamldoc.line_of(document, path),
+                        yamldoc.field_name(path),
+                        f"names {package!r}, which packages.lock does not have",
+                    )
+                )
     return found
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from buildbox import local_registry
 from buildbox.digests import digest_of
 from buildbox.errors import BuildboxError
 from buildbox.oci.refs import Reference
@@ -31,6 +32,8 @@ def audit_release(settings: Settings, release: record.Release) -> list[str]:
 def audit(settings: Settings, box: str | None = None) -> list[tuple[record.Release, list[str]]]:
     """Each recorded release (of ``box``, or all) with what no longer holds for it."""
     releases = [r for r in record.load(settings.root) if box in (None, r.box)]
+    if releases:
+        local_registry.ensure_running(settings)
     return [(entry, audit_release(settings, entry)) for entry in releases]
 
 

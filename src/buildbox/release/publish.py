@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from buildbox import local_registry
 from buildbox.build import labels as naming
 from buildbox.build.engine import Engine
 from buildbox.define.boxes import Box
@@ -206,6 +207,7 @@ def publish_box(
     project: Project, box: Box, *, engine: Engine, revision: Revision, dev: bool = False
 ) -> Outcome:
     """Verify every platform's local image, then push them, their SBOMs and the tag."""
+    local_registry.ensure_running(project.settings)
     target = Reference.parse(naming.repository(project.settings.registry, box, dev=dev))
     images, texts = [], {}
     for platform in box.platforms:
