@@ -47,3 +47,7 @@ def test_main_releases_to_its_own_registry_and_prints_what_a_user_needs(
         stopped = run_cli(root, "registry", "--stop")
         untag_all(docker_client, f"127.0.0.1:{port}/")
     assert "local registry stopped" in stopped.stdout
+    assert (fixture_project.cache / "registry" / "data").is_dir(), "stop keeps the data"
+    reset = run_cli(root, "registry", "--reset")
+    assert reset.returncode == 0, reset.stderr
+    assert not (fixture_project.cache / "registry").exists(), "reset deletes it"

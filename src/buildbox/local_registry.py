@@ -80,6 +80,12 @@ def ensure_running(settings: Settings) -> str | None:
     raise BuildboxError(f"the local registry on {host} did not answer within 15 s")
 
 
+def reset(settings: Settings) -> None:
+    """Stop the local registry and delete everything it holds (a new start is empty)."""
+    stop(settings)
+    shutil.rmtree(directory(settings), ignore_errors=True)
+
+
 def stop(settings: Settings) -> bool:
     """Stop the local registry this toolkit started (its data stays); whether one ran."""
     pid_file = directory(settings) / "pid"

@@ -636,15 +636,23 @@ def main(ctx: Context, box: str) -> None:
     print(f"ref: {done.reference}")
 
 
-@task(help={"stop": "Stop the local registry (its data stays under the cache directory)."})
+@task(
+    help={
+        "stop": "Stop the local registry (its data stays under the cache directory).",
+        "reset": "Stop it and delete its data (everything released to it is gone).",
+    }
+)
 @_fails_cleanly
-def registry(ctx: Context, stop: bool = False) -> None:
-    """Show, or stop, the registry the toolkit runs on loopback when none is configured."""
+def registry(ctx: Context, stop: bool = False, reset: bool = False) -> None:
+    """Show, stop or reset the registry the toolkit runs on loopback when none is configured."""
     from buildbox import local_registry
 
     settings = _settings(ctx)
     if not settings.local_registry:
         print(f"buildbox.registry is {settings.registry}: no local registry is used")
+    elif reset:
+        local_registry.reset(settings)
+        print(f"local registry reset: {local_registry.directory(settings)} is gone")
     elif stop:
         stopped = local_registry.stop(settings)
         print("local registry stopped" if stopped else "no local registry was running")
