@@ -133,8 +133,11 @@ class Cache:
                 pass  # another fetch removed it first
 
 
-def wanted_for(boxes: Iterable[Box], library: Library, platform: str | None = None) -> list[Wanted]:
-    """Every artifact the boxes need (for one platform, or each box's platforms), once each."""
+def wanted_for(
+    boxes: Iterable[Box], library: Library, platform: str | None = None, *, packages: bool = True
+) -> list[Wanted]:
+    """Every artifact the boxes need (for one platform, or each box's platforms), once each;
+    with ``packages``, their locked OS packages too."""
     seen: dict[str, Wanted] = {}
     for box in boxes:
         platforms = box.platforms_for(platform)
@@ -145,7 +148,7 @@ def wanted_for(boxes: Iterable[Box], library: Library, platform: str | None = No
                     seen[artifact.sha256] = Wanted(
                         component.name, component.version, each, artifact.url, artifact.sha256
                     )
-        for each in platforms:
+        for each in platforms if packages else ():
             for package in box.locked(each):
                 if package.sha256 not in seen:
                     seen[package.sha256] = Wanted(

@@ -126,13 +126,24 @@ def list_boxes(ctx: Context, box: str | None = None, json_: bool = False) -> Non
     )
 
 
-@task
+@task(
+    help={
+        "deep": "Also fetch every artifact (verified) and check that each box's base can run "
+        "its executables and libraries: architecture, and glibc/libstdc++ symbol versions."
+    }
+)
 @_fails_cleanly
-def check(ctx: Context) -> None:
+def check(ctx: Context, deep: bool = False) -> None:
     """Check every box and the component library; list every problem found, exit 1 if any."""
-    from buildbox.release.check import check_project
+    from buildbox.fetch import Fetcher
+    from buildbox.release.check import binary_problems, check_project
 
-    project, problems = check_project(_settings(ctx))
+    settings = _settings(ctx)
+    project, problems = check_project(settings)
+    if deep and not problems:
+        wanted = sum(len(b.components) * len(b.platforms) for b in project.boxes)
+        with output.fetch_progress(sys.stderr, wanted) as progress:
+            problems = binary_problems(project, Fetcher(settings, progress))
     for problem in problems:
         print(problem)
     if problems:
@@ -140,7 +151,8 @@ def check(ctx: Context) -> None:
         raise Exit(f"buildbox check: {count} problem{'s' if count != 1 else ''} found.", code=1)
     print(
         f"buildbox check: {len(project.boxes)} box(es) and "
-        f"{len(project.library.components)} component(s) are valid."
+        f"{len(project.library.components)} component(s) are valid"
+        + ("; every base runs its boxes' executables and libraries." if deep else ".")
     )
 
 

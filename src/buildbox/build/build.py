@@ -13,6 +13,7 @@ from buildbox.build.buildkit import BuildKitBuilder, buildx_version, docker_cli
 from buildbox.build.context import assemble
 from buildbox.build.emulation import check_emulation
 from buildbox.build.engine import Engine
+from buildbox.compat import require_compatible
 from buildbox.define.boxes import Box
 from buildbox.define.inputs import inputs_digest
 from buildbox.define.project import Project
@@ -113,6 +114,7 @@ def build_box(
         check_emulation(platform)
         fetched = fetcher.fetch_all(wanted_for([box], project.library, platform), offline=offline)
         artifacts = {f.wanted.sha256: f.path for f in fetched}
+        require_compatible(box, project.library, platform, artifacts, project.settings.cache_dir)
         base_digest = None
         if box.bootstrap is not None:
             base, base_digest = bootstrap_base(

@@ -79,6 +79,8 @@ class Box:
     bootstrap: Bootstrap | None = None
     #: Probes of the box's own, run by verify with the components' (``expect`` unresolved).
     probes: tuple[BoxProbe, ...] = ()
+    #: What the base's libraries provide, by symbol-version family: (("GLIBC", "2.17"), ...).
+    provides: tuple[tuple[str, str], ...] = ()
 
     def resolved_probes(self, platform: str) -> tuple[BoxProbe, ...]:
         """The box's probes for ``platform``, package versions filled in from the lock."""
@@ -210,6 +212,7 @@ def load_box(
                     BoxProbe(name, Probe(tuple(p["command"]), str(p["expect"])))
                     for name, p in document.get("probes", {}).items()
                 ),
+                provides=tuple(sorted(document.get("provides", {}).items())),
             )  # fmt: skip
             found.extend(_check_box(box, document, shown, settings, library, allow_floating_base))
             if box.packages or box.bootstrap:

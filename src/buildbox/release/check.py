@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from buildbox.compat import check_box
 from buildbox.define import project as project_stage
 from buildbox.define.project import Project
 from buildbox.errors import Problem
+from buildbox.fetch import Fetcher, wanted_for
 from buildbox.release import record
 from buildbox.settings import Settings
 
@@ -15,3 +17,17 @@ def check_project(settings: Settings) -> tuple[Project, list[Problem]]:
     project, problems = project_stage.check(settings)
     found = {*problems, *record.unbumped_versions(project)}
     return project, sorted(found, key=project_stage.reading_order)
+
+
+def binary_problems(project: Project, fetcher: Fetcher) -> list[Problem]:
+    """`invoke check --deep`: fetch every box's artifacts (verified) and check that each box's
+    base can run them on each of its platforms (buildbox.compat)."""
+    fetched = fetcher.fetch_all(wanted_for(project.boxes, project.library, packages=False))
+    artifacts = {f.wanted.sha256: f.path for f in fetched}
+    settings = project.settings
+    return [
+        Problem(settings.shown(box.directory / "box.yaml"), None, "", line)
+        for box in project.boxes
+        for platform in box.platforms
+        for line in check_box(box, project.library, platform, artifacts, settings.cache_dir)
+    ]
