@@ -61,6 +61,18 @@ CASES: dict[str, tuple[Mutation, str]] = {
         box_field(platforms=["linux/amd64", "linux/arm64"]),
         rf"^{BOX}:\d+: components\[0\]: 'tool' has no artifact for linux/arm64",
     ),
+    "component limited to a platform the box does not build": (
+        box_field(component_platforms={"tool": ["linux/arm64"]}),
+        rf"^{BOX}:\d+: component_platforms\.tool: linux/arm64 is not one of the box's platforms",
+    ),
+    "platforms for a component the box does not have": (
+        box_field(component_platforms={"node": ["linux/amd64"]}),
+        rf"^{BOX}:\d+: component_platforms\.node: 'node' is not one of the box's components",
+    ),
+    "provides a version that is not one": (
+        box_field(provides={"GLIBC": "two"}),
+        rf"^{BOX}:\d+: provides\.GLIBC: expected a version like 2\.17",
+    ),
     "sha256 not lowercase hex": (
         artifact(sha256="A" * 64),
         (
@@ -218,3 +230,25 @@ def test_odd_documents_are_problems_not_tracebacks(tmp_path: Path, where: str, t
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert any(line.startswith(where) for line in result.stdout.splitlines()), result.stdout
+
+
+def test_a_component_may_be_left_out_of_a_platform(tmp_path: Path) -> None:
+    """component_platforms: no artifact needed, nothing fetched or installed for the others."""
+    from buildbox.build.context import assemble
+    from buildbox.define import project as project_stage
+    from buildbox.define.inputs import box_components
+    from buildbox.fetch import wanted_for
+    from projects import settings_for
+
+    root = make_project(tmp_path)
+    limited = {"tool": ["linux/amd64"]}
+    box_field(platforms=["linux/amd64", "linux/arm64"], component_platforms=limited)(root)
+    result = run_cli(root, "check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    project = project_stage.load(settings_for(root))
+    box = project.box("demo")
+    assert [c.name for c in box_components(box, project.library, "linux/arm64")] == []
+    assert [c.name for c in box_components(box, project.library, "linux/amd64")] == ["tool"]
+    assert [w.platform for w in wanted_for([box], project.library)] == ["linux/amd64"]
+    arm64 = assemble(box, project.library, project.settings, "linux/arm64", {})
+    assert [e.name for e in arm64.entries if e.name.startswith(".buildbox/artifacts/")] == []

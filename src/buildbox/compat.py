@@ -172,7 +172,7 @@ def check_box(
     ``artifacts`` maps each fetched (verified) artifact's sha256 to its path.
     """
     lines: list[str] = []
-    for component in box_components(box, library):
+    for component in box_components(box, library, platform):
         artifact = component.artifact(platform)
         if artifact is None or artifact.sha256 not in artifacts:
             continue

@@ -141,8 +141,8 @@ def wanted_for(
     seen: dict[str, Wanted] = {}
     for box in boxes:
         platforms = box.platforms_for(platform)
-        for component in box_components(box, library):
-            for each in platforms:
+        for each in platforms:
+            for component in box_components(box, library, each):
                 artifact = component.artifact(each)
                 if artifact is not None and artifact.sha256 not in seen:
                     seen[artifact.sha256] = Wanted(

@@ -126,7 +126,7 @@ def verify_image(
     else:
         checks.append(Check("platform", False, f"{platform} is not one of the box's platforms"))
     components: tuple[Probed, ...] = (
-        *box_components(box, project.library),
+        *box_components(box, project.library, platform),
         *box.resolved_probes(platform),
     )
     try:

@@ -63,7 +63,7 @@ def assemble(
         for script in install_scripts(box, library, settings)
     ]
     rows = []
-    for component in box_components(box, library):
+    for component in box_components(box, library, platform):
         artifact = component.artifact(platform)
         if artifact is None:
             raise BuildboxError(f"{component.name} has no artifact for {platform}")

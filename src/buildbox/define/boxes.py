@@ -81,6 +81,12 @@ class Box:
     probes: tuple[BoxProbe, ...] = ()
     #: What the base's libraries provide, by symbol-version family: (("GLIBC", "2.17"), ...).
     provides: tuple[tuple[str, str], ...] = ()
+    #: Components installed on only some of the box's platforms: ((name, (platform, ...)), ...).
+    component_platforms: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def installs(self, component: str, platform: str) -> bool:
+        """Whether ``component`` (one of the box's) is installed on ``platform``."""
+        return platform in dict(self.component_platforms).get(component, self.platforms)
 
     def resolved_probes(self, platform: str) -> tuple[BoxProbe, ...]:
         """The box's probes for ``platform``, package versions filled in from the lock."""
@@ -213,6 +219,10 @@ def load_box(
                     for name, p in document.get("probes", {}).items()
                 ),
                 provides=tuple(sorted(document.get("provides", {}).items())),
+                component_platforms=tuple(
+                    (name, tuple(platforms))
+                    for name, platforms in document.get("component_platforms", {}).items()
+                ),
             )  # fmt: skip
             found.extend(_check_box(box, document, shown, settings, library, allow_floating_base))
             if box.packages or box.bootstrap:
@@ -292,6 +302,15 @@ def _check_box(
         problem(("packages", index), f"{name!r} is listed twice")
     for index, name in _repeats(box.components):
         problem(("components", index), f"{name!r} is listed twice")
+    for name, platforms in box.component_platforms:
+        if name not in box.components:
+            problem(("component_platforms", name), f"{name!r} is not one of the box's components")
+        for platform in platforms:
+            if platform not in box.platforms:
+                problem(
+                    ("component_platforms", name),
+                    f"{platform} is not one of the box's platforms ({', '.join(box.platforms)})",
+                )
     for index, name in enumerate(box.components):
         component = library.get(name)
         if name in library.broken:
@@ -304,7 +323,9 @@ def _check_box(
                 "library or remove it from the box",
             )
             continue
-        missing = [p for p in box.platforms if component.artifact(p) is None]
+        missing = [
+            p for p in box.platforms if box.installs(name, p) and component.artifact(p) is None
+        ]
         if missing:
             problem(
                 ("components", index),

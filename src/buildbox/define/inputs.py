@@ -24,10 +24,15 @@ INSTALL_ENTRYPOINT = "install.sh"
 PACKAGES_SCRIPT = "packages.sh"
 
 
-def box_components(box: Box, library: Library) -> tuple[Component, ...]:
-    """The library's entries for the box's components, in the box's order."""
+def box_components(
+    box: Box, library: Library, platform: str | None = None
+) -> tuple[Component, ...]:
+    """The library's entries for the box's components (those installed on ``platform``, when
+    given), in the box's order."""
     components = []
     for name in box.components:
+        if platform is not None and not box.installs(name, platform):
+            continue
         component = library.get(name)
         if component is None:
             raise KeyError(f"{box.name}: component {name!r} is not in the library")
@@ -73,7 +78,7 @@ def inputs_manifest(
                 "artifacts": {
                     p: {"file": a.filename, "sha256": a.sha256}
                     for p in platforms
-                    if (a := c.artifact(p)) is not None
+                    if box.installs(c.name, p) and (a := c.artifact(p)) is not None
                 },
             }
             for c in box_components(box, library)

@@ -111,7 +111,7 @@ def build_bom(
     revision: Revision,
 ) -> Bom:
     """The SBOM of one platform image of ``box``; refuses versions verify did not see."""
-    components = box_components(box, project.library)
+    components = box_components(box, project.library, facts.platform)
     seen = {probe.component: probe for probe in report.probes}
     disagreements = [
         f"{c.name}: pinned {c.version}, but verify saw "
