@@ -21,6 +21,8 @@ from buildbox.errors import BuildboxError
 ENV_PREFIX = "INVOKE_BUILDBOX_"
 COMPONENTS_FILE = Path("shared/components.yaml")
 INSTALL_SCRIPTS_DIR = Path("shared/install")
+#: Build recipes of components built from source: <component>.sh (install kind `source`).
+BUILD_RECIPES_DIR = Path("shared/build")
 BOXES_DIR = Path("buildboxes")
 
 Mirrors = tuple[tuple[str, tuple[str, ...]], ...]
@@ -59,6 +61,10 @@ class Settings:
     @property
     def install_scripts_dir(self) -> Path:
         return self.root / INSTALL_SCRIPTS_DIR
+
+    @property
+    def build_recipes_dir(self) -> Path:
+        return self.root / BUILD_RECIPES_DIR
 
     def shown(self, path: Path) -> str:
         """``path`` as a user should read it: relative to the project root where it is inside."""

@@ -4,6 +4,7 @@ Layout of the context (a tar stream sent to the engine):
 
     Dockerfile, <the box's other files>
     .buildbox/install.sh, .buildbox/<kind>.sh        shared install scripts the box uses
+    .buildbox/build/<component>.sh                  build recipes of components built from source
     .buildbox/components.tsv                        one line per component (see install.sh)
     .buildbox/artifacts/<component>/<file>          the verified artifacts
     .buildbox/packages.sh, packages.tsv, packages/  the locked OS packages (boxes that have them)
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from buildbox.define.boxes import Box
-from buildbox.define.inputs import box_components, install_scripts
+from buildbox.define.inputs import box_components, build_recipes, install_scripts
 from buildbox.define.library import Library
 from buildbox.errors import BuildboxError
 from buildbox.settings import Settings
@@ -61,6 +62,10 @@ def assemble(
     entries += [
         Entry(f"{CONTEXT_DIR}/{script.name}", source=script, executable=True)
         for script in install_scripts(box, library, settings)
+    ]
+    entries += [
+        Entry(f"{CONTEXT_DIR}/build/{recipe.name}", source=recipe, executable=True)
+        for recipe in build_recipes(box, library, settings)
     ]
     rows = []
     for component in box_components(box, library, platform):

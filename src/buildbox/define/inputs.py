@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from buildbox.define.boxes import Box
-from buildbox.define.library import Component, Library
+from buildbox.define.library import SOURCE_KIND, Component, Library
 from buildbox.digests import canonical_json, digest_of, sha256_hex
 from buildbox.settings import Settings
 
@@ -42,11 +42,22 @@ def box_components(
 
 def install_scripts(box: Box, library: Library, settings: Settings) -> tuple[Path, ...]:
     """The shared install scripts the box uses: the entry point and one per kind of artifact."""
-    kinds = sorted({c.install.kind for c in box_components(box, library)})
-    names = [INSTALL_ENTRYPOINT, *(f"{kind}.sh" for kind in kinds)]
+    kinds = {c.install.kind for c in box_components(box, library)}
+    if SOURCE_KIND in kinds:
+        kinds.add("tarball")  # source.sh unpacks (and checks) the source with it
+    names = [INSTALL_ENTRYPOINT, *(f"{kind}.sh" for kind in sorted(kinds))]
     if box.installs_packages:
         names.append(PACKAGES_SCRIPT)
     return tuple(settings.install_scripts_dir / name for name in names)
+
+
+def build_recipes(box: Box, library: Library, settings: Settings) -> tuple[Path, ...]:
+    """The build recipes of the box's components that are built from source."""
+    return tuple(
+        settings.build_recipes_dir / f"{c.name}.sh"
+        for c in box_components(box, library)
+        if c.built_from_source
+    )
 
 
 def inputs_manifest(
@@ -84,6 +95,9 @@ def inputs_manifest(
             for c in box_components(box, library)
         ],
     }
+    recipes = build_recipes(box, library, settings)
+    if recipes:  # only then: other boxes' digests stay as they were
+        manifest["recipes"] = {path.name: _file_entry(path) for path in recipes}
     if box.bootstrap is not None:
         manifest["bootstrap"] = {
             "suite": box.bootstrap.suite, "variant": box.bootstrap.variant,

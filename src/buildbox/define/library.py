@@ -15,6 +15,9 @@ from buildbox.errors import Problem
 from buildbox.http import is_loopback
 from buildbox.settings import Settings
 
+#: The install kind of components built from a source tarball with a recipe in shared/build/.
+SOURCE_KIND = "source"
+
 
 @dataclass(frozen=True)
 class Artifact:
@@ -84,6 +87,10 @@ class Component:
     @property
     def platforms(self) -> tuple[str, ...]:
         return tuple(a.platform for a in self.artifacts)
+
+    @property
+    def built_from_source(self) -> bool:
+        return self.install.kind == SOURCE_KIND
 
     def artifact(self, platform: str) -> Artifact | None:
         return next((a for a in self.artifacts if a.platform == platform), None)
@@ -195,6 +202,13 @@ def _check_component(
     script = settings.install_scripts_dir / f"{kind}.sh"
     if isinstance(kind, str) and not script.is_file():
         problem(("install", "kind"), f"no install script {settings.shown(script)} for this kind")
+    recipe = settings.build_recipes_dir / f"{name}.sh"
+    if kind == SOURCE_KIND and not recipe.is_file():
+        problem(
+            ("install", "kind"),
+            f"built from source, but there is no build recipe {settings.shown(recipe)}; "
+            "write one (see shared/install/source.sh for what it is given)",
+        )
     artifacts = data.get("artifacts")
     upstream = data.get("upstream")
     if isinstance(upstream, dict) and isinstance(artifacts, dict):

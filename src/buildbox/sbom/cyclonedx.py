@@ -33,7 +33,9 @@ from buildbox.build.engine import Engine
 from buildbox.build.labels import LABEL_BASE_DIGEST, LABEL_INPUTS
 from buildbox.define.boxes import Box
 from buildbox.define.inputs import box_components
+from buildbox.define.library import Component as LibraryComponent
 from buildbox.define.project import Project
+from buildbox.digests import file_sha256
 from buildbox.errors import BuildboxError
 from buildbox.files import write_atomically
 from buildbox.oci.refs import Reference
@@ -143,10 +145,13 @@ def build_bom(
                 purl=PackageURL.from_string(component.purl),
                 licenses=[LicenseExpression(component.license)],
                 hashes=[HashType(alg=HashAlgorithm.SHA_256, content=artifact.sha256)],
-                external_references=[_download(artifact.url, artifact.sha256)],
+                external_references=[
+                    _download(artifact.url, artifact.sha256, component.built_from_source)
+                ],
                 properties=[
                     Property(name=f"{PREFIX}install-location", value=component.install.dest),
                     Property(name=f"{PREFIX}sha256-source", value=artifact.sha256_source),
+                    *_source_build(component, project),
                     Property(name=f"{PREFIX}probe", value=probe.command),
                     Property(name=f"{PREFIX}probe-output", value=probe.output.splitlines()[0]),
                 ],
@@ -195,13 +200,29 @@ def build_bom(
     return _with_indexed_dependencies(bom)
 
 
-def _download(url: str, sha256: str) -> ExternalReference:
-    """Where a pinned file was downloaded from, with its sha256."""
+def _download(url: str, sha256: str, source: bool = False) -> ExternalReference:
+    """Where a pinned file (a build, or the source a component was built from) was downloaded
+    from, with its sha256."""
+    kind = (
+        ExternalReferenceType.SOURCE_DISTRIBUTION if source else ExternalReferenceType.DISTRIBUTION
+    )
     return ExternalReference(
-        type=ExternalReferenceType.DISTRIBUTION,
+        type=kind,
         url=XsUri(url),
         hashes=[HashType(alg=HashAlgorithm.SHA_256, content=sha256)],
     )
+
+
+def _source_build(component: LibraryComponent, project: Project) -> list[Property]:
+    """For a component built from source in the box: that it was, and with which recipe."""
+    if not component.built_from_source:
+        return []
+    recipe = project.settings.build_recipes_dir / f"{component.name}.sh"
+    return [
+        Property(name=f"{PREFIX}built-from-source", value="true"),
+        Property(name=f"{PREFIX}build-recipe", value=project.settings.shown(recipe)),
+        Property(name=f"{PREFIX}build-recipe-sha256", value=file_sha256(recipe)),
+    ]
 
 
 def _image_component(box: Box, facts: ImageFacts, revision: Revision) -> Component:
