@@ -43,7 +43,7 @@ def test_list_json_is_plain_data_with_the_inputs_digest(tmp_path: Path) -> None:
     assert box["box"] == "demo"
     assert box["version"] == "1"
     assert box["platforms"] == ["linux/amd64"]
-    assert box["components"] == [{"name": "tool", "version": "1.0"}]
+    assert box["components"] == [{"name": "tool", "version": "1.0", "platforms": ["linux/amd64"]}]
     assert box["inputs_digest"] == inputs_digest(
         loaded.box("demo"), loaded.library, loaded.settings
     )
@@ -102,7 +102,9 @@ def test_fixture_box_is_valid(fixture_project: FixtureProject, busybox_base: Bas
     assert result.returncode == 0, result.stdout + result.stderr
     [box] = json.loads(run_cli(fixture_project.root, "list", "--json").stdout)
     assert box["base"] == busybox_base.ref
-    assert box["components"] == [{"name": "hello", "version": HELLO_VERSION}]
+    assert box["components"] == [
+        {"name": "hello", "version": HELLO_VERSION, "platforms": ["linux/amd64"]}
+    ]
 
 
 def two_boxes(tmp_path: Path) -> Path:

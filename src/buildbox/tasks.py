@@ -92,6 +92,14 @@ def _engine_and_fetcher(
         yield engine, Fetcher(settings, progress)
 
 
+def _component_cell(component: dict[str, Any], platforms: list[str]) -> str:
+    """``name version``, with the platforms it is on when that is not all of the box's."""
+    cell = f"{component['name']} {component['version']}"
+    if component["platforms"] != platforms:
+        cell += f" ({','.join(component['platforms'])} only)"
+    return cell
+
+
 @task(
     name="list",
     help={
@@ -117,7 +125,7 @@ def list_boxes(ctx: Context, box: str | None = None, json_: bool = False) -> Non
                     row["box"],
                     row["version"],
                     ",".join(row["platforms"]),
-                    ", ".join(f"{c['name']} {c['version']}" for c in row["components"]),
+                    ", ".join(_component_cell(c, row["platforms"]) for c in row["components"]),
                     row["base"],
                 ]
                 for row in rows

@@ -100,7 +100,12 @@ def describe(project: Project, box: Box) -> dict[str, Any]:
         "network": box.network,
         "inputs_digest": inputs_digest(box, project.library, project.settings),
         "components": [
-            {"name": c.name, "version": c.version} for c in box_components(box, project.library)
+            {
+                "name": c.name,
+                "version": c.version,
+                "platforms": [p for p in box.platforms if box.installs(c.name, p)],
+            }
+            for c in box_components(box, project.library)
         ],
     }
 
