@@ -208,34 +208,56 @@ DEBIAN_CACHE = Path(os.environ.get("BUILDBOX_TEST_CACHE", "/var/cache/buildbox-t
 DEBIAN_EPOCH = "1700000000"
 
 
-@pytest.fixture(scope="session")
-def debian_base(docker_client: Any, registry: Registry) -> Iterator[BaseImage]:
-    """A real Debian 12 minbase image, bootstrapped with mmdebstrap from the Debian archive,
-    imported into the engine, pushed to the test registry and pinned by digest.
+def debian_image(
+    docker_client: Any, registry: Registry, name: str, include: tuple[str, ...] = ()
+) -> BaseImage:
+    """A real Debian 12 minbase image (plus ``include``), bootstrapped with mmdebstrap from the
+    Debian archive, imported into the engine, pushed to the test registry and pinned by digest.
 
     The tarball is kept under /var/cache/buildbox-test, so later sessions import it again
     instead of bootstrapping; mmdebstrap makes it reproducible with SOURCE_DATE_EPOCH.
     """
     if shutil.which("mmdebstrap") is None:
         missing("mmdebstrap is not installed (apt-get install mmdebstrap)")
-    tarball = DEBIAN_CACHE / f"debian-bookworm-minbase-{DEBIAN_EPOCH}.tar"
+    extra = "".join(f"-{package}" for package in include)
+    tarball = DEBIAN_CACHE / f"debian-bookworm-minbase{extra}-{DEBIAN_EPOCH}.tar"
     if not tarball.is_file():
         DEBIAN_CACHE.mkdir(parents=True, exist_ok=True)
         partial = tarball.with_suffix(".part")
         subprocess.run(
             ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar",
-             "--skip=output/dev", "bookworm", str(partial), "http://deb.debian.org/debian"],
+             "--skip=output/dev", *(f"--include={package}" for package in include),
+             "bookworm", str(partial), "http://deb.debian.org/debian"],
             check=True, capture_output=True, timeout=900,
             env={**os.environ, "SOURCE_DATE_EPOCH": DEBIAN_EPOCH},
         )  # fmt: skip
         partial.replace(tarball)
-    repository = f"{registry.host}/debian-base"
+    repository = f"{registry.host}/{name}"
     docker_client.api.import_image_from_file(str(tarball), repository=repository, tag="bookworm")
-    base = BaseImage(repository, push(docker_client, repository, "bookworm"))
-    yield base
-    for name in (f"{repository}:bookworm", base.ref):
+    return BaseImage(repository, push(docker_client, repository, "bookworm"))
+
+
+def remove_image(docker_client: Any, base: BaseImage) -> None:
+    for name in (f"{base.repository}:bookworm", base.ref):
         with contextlib.suppress(docker.errors.APIError):
             docker_client.images.remove(name)
+
+
+@pytest.fixture(scope="session")
+def debian_base(docker_client: Any, registry: Registry) -> Iterator[BaseImage]:
+    """A real Debian 12 minbase image (see :func:`debian_image`)."""
+    base = debian_image(docker_client, registry, "debian-base")
+    yield base
+    remove_image(docker_client, base)
+
+
+@pytest.fixture(scope="session")
+def debian_compiler_base(docker_client: Any, registry: Registry) -> Iterator[BaseImage]:
+    """Debian 12 minbase with a small C compiler (tcc) and libc headers: a first stage that can
+    build a component from source."""
+    base = debian_image(docker_client, registry, "debian-cc-base", ("tcc", "libc6-dev"))
+    yield base
+    remove_image(docker_client, base)
 
 
 HELLO_VERSION = "1.0"

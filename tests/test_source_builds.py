@@ -10,14 +10,15 @@ import hashlib
 import json
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from artifact_server import ArtifactServer, tarball
-from conftest import FixtureProject, hello_component
-from projects import REPO, make_project, run_cli, write_yaml
+from conftest import BaseImage, FixtureProject, hello_component
+from projects import BASE, REPO, make_project, run_cli, write_yaml
 
 SCRIPTS = REPO / "shared" / "install"
 SHELLS = [s for s in ("/bin/sh", "/bin/busybox") if Path(s).exists()]
@@ -159,3 +160,119 @@ def test_a_box_builds_a_component_from_source_and_its_sbom_says_so(
     recipe = (root / "shared" / "build" / "greet.sh").read_bytes()
     assert found["buildbox:build-recipe-sha256"] == hashlib.sha256(recipe).hexdigest()
     assert found["buildbox:probe-output"] == "greet 2.0 from /opt/greet"
+
+
+#: A tiny C library and a program linked against it, as a source release.
+LIBGREET: dict[str, str | bytes] = {
+    "libgreet-1.0/greet.h": "const char *greet_version(void);\n",
+    "libgreet-1.0/greet.c": "const char *greet_version(void) { return VERSION; }\n",
+    "libgreet-1.0/main.c": (
+        '#include <stdio.h>\n#include "greet.h"\n'
+        'int main(void) { printf("libgreet %s\\n", greet_version()); return 0; }\n'
+    ),
+}
+LIBGREET_RECIPE = """\
+#!/bin/sh
+# libgreet: a static library, its header, and a program linked against it.
+set -eu
+tcc -DVERSION="\\"$VERSION\\"" -c greet.c -o greet.o
+tcc -ar rcs libgreet.a greet.o
+tcc -o greet main.c libgreet.a
+mkdir -p "$DESTDIR$PREFIX/lib" "$DESTDIR$PREFIX/include" "$DESTDIR$PREFIX/bin"
+cp libgreet.a "$DESTDIR$PREFIX/lib/"
+cp greet.h "$DESTDIR$PREFIX/include/"
+cp greet "$DESTDIR$PREFIX/bin/"
+"""
+
+
+@pytest.mark.integration
+def test_a_c_library_is_compiled_from_source_in_the_first_stage_and_probed(
+    fixture_project: FixtureProject, artifacts: ArtifactServer, debian_compiler_base: BaseImage
+) -> None:
+    """The fixture box on a Debian base with a compiler: the library is built, with the network
+    off (the fixture box is hermetic), and only what the recipe installed reaches the image."""
+    root = fixture_project.root
+    name = f"libgreet-1.0-{uuid.uuid4().hex[:8]}.tar.gz"
+    url = artifacts.add(name, tarball(LIBGREET))
+    libgreet = {
+        "version": "1.0",
+        "license": "MIT",
+        "install": {"kind": "source", "dest": "/opt/libgreet", "strip_components": 1},
+        "probe": {"command": ["/opt/libgreet/bin/greet"], "expect": "libgreet 1.0"},
+        "artifacts": {
+            "linux/amd64": {"url": url, "sha256": artifacts.sha256(name), "sha256_source": "test"}
+        },
+    }
+    write_yaml(root / "shared" / "components.yaml", {"components": {"libgreet": libgreet}})
+    (root / "shared" / "build").mkdir()
+    (root / "shared" / "build" / "libgreet.sh").write_text(LIBGREET_RECIPE)
+    fixture_project.set_box(base=debian_compiler_base.ref, components=["libgreet"])
+    result = run_cli(root, "build", "fixture")
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_cli(root, "verify", "fixture")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "libgreet 1.0" in result.stdout
+    image = f"{fixture_project.registry}/fixture:v1"
+    listing = subprocess.run(
+        ["docker", "run", "--rm", "--network=none", image, "sh", "-c",
+         "find /opt/libgreet -type f | sort; ls /tmp/buildbox-source 2>&1 || true"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert listing.splitlines()[:3] == [
+        "/opt/libgreet/bin/greet",
+        "/opt/libgreet/include/greet.h",
+        "/opt/libgreet/lib/libgreet.a",
+    ]
+    assert "No such file" in listing  # no source or build tree in the image
+
+
+LIBRARY_WITH_SOURCE = """\
+components:
+  libgreet:
+    version: "{version}"
+    license: MIT
+    install: {{kind: source, dest: /opt/libgreet, strip_components: 1}}
+    probe: {{command: [/opt/libgreet/bin/greet], expect: libgreet {version}}}
+    upstream:
+      url: {base}/libgreet-{{version}}.tar.gz
+      checksums: {base}/libgreet-{{version}}.SHA256SUMS
+    artifacts:
+      linux/amd64:
+        url: {base}/libgreet-{version}.tar.gz
+        sha256: {sha256}
+        sha256_source: {base}/libgreet-{version}.SHA256SUMS
+      linux/arm64:
+        url: {base}/libgreet-{version}.tar.gz
+        sha256: {sha256}
+        sha256_source: {base}/libgreet-{version}.SHA256SUMS
+"""
+
+
+PLATFORMS = ["linux/amd64", "linux/arm64"]
+
+
+def test_bump_moves_a_source_component_on_every_platform(
+    tmp_path: Path, artifacts: ArtifactServer
+) -> None:
+    shas = {}
+    for version in ("1.0", "1.1"):
+        name = f"libgreet-{version}.tar.gz"
+        artifacts.add(name, tarball({f"libgreet-{version}/greet.c": f"/* {version} */\n"}))
+        shas[version] = artifacts.sha256(name)
+        artifacts.add(f"libgreet-{version}.SHA256SUMS", f"{shas[version]}  {name}\n".encode())
+    box = {"version": 1, "base": BASE, "platforms": PLATFORMS, "components": ["libgreet"]}
+    root = make_project(tmp_path / "project", boxes={"demo": box})
+    library = root / "shared" / "components.yaml"
+    base = artifacts.base_url
+    library.write_text(LIBRARY_WITH_SOURCE.format(version="1.0", base=base, sha256=shas["1.0"]))
+    (root / "shared" / "build").mkdir()
+    (root / "shared" / "build" / "libgreet.sh").write_text(LIBGREET_RECIPE)
+    (root / "invoke.yaml").write_text(f"buildbox:\n  cache_dir: {tmp_path / 'cache'}\n")
+    assert run_cli(root, "check").returncode == 0
+
+    result = run_cli(root, "bump", "libgreet", "1.1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert library.read_text() == LIBRARY_WITH_SOURCE.format(
+        version="1.1", base=base, sha256=shas["1.1"]
+    )
+    assert run_cli(root, "check").returncode == 0
