@@ -36,9 +36,11 @@ def bootstrap_base(
     debs: dict[str, Path],
     epoch: int,
     log: Callable[[str], None] = print,
+    fresh: bool = False,
 ) -> tuple[str, str]:
-    """The local image of the box's bootstrapped base for ``platform``, made now if needed:
-    (its reference, the content digest ``sha256:<hex>`` of its root filesystem)."""
+    """The local image of the box's bootstrapped base for ``platform``, made now if needed (or
+    ``fresh``, made again whatever exists): (its reference, the content digest ``sha256:<hex>``
+    of its root filesystem)."""
     assert box.bootstrap is not None
     locked = box.locked(platform)
     key = hashlib.sha256(
@@ -53,7 +55,7 @@ def bootstrap_base(
     ).hexdigest()
     reference = f"buildbox-base/{box.name}:{key[:32]}"
     existing = engine.image(reference)
-    if existing is not None and existing.labels.get(LABEL_CONTENT):
+    if existing is not None and existing.labels.get(LABEL_CONTENT) and not fresh:
         return reference, existing.labels[LABEL_CONTENT]
     for tool in ("apt-ftparchive", "unshare"):
         if shutil.which(tool) is None:

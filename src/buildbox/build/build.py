@@ -102,8 +102,12 @@ def build_box(
     force: bool = False,
     allow_floating_base: bool = False,
     offline: bool = False,
+    fresh_base: bool = False,
 ) -> BuildResult:
-    """Build ``box`` for ``platform`` unless an image with the same inputs exists; tag it."""
+    """Build ``box`` for ``platform`` unless an image with the same inputs exists; tag it.
+
+    ``fresh_base`` bootstraps a bootstrapped base again even when this engine has it.
+    """
     box.platforms_for(platform)
     digest = inputs_digest(box, project.library, project.settings, platform)
     tags = naming.local_tags(project.settings.registry, box, platform, revision)
@@ -118,7 +122,7 @@ def build_box(
         base_digest = None
         if box.bootstrap is not None:
             base, base_digest = bootstrap_base(
-                engine, box, platform, artifacts, revision.epoch, log
+                engine, box, platform, artifacts, revision.epoch, log, fresh=fresh_base
             )
         else:
             base = ensure_base(engine, box.base, platform, allow_floating_base)

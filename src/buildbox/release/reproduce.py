@@ -1,7 +1,8 @@
 """`invoke reproduce`: rebuild a recorded release from its recorded source and compare.
 
 The release's commit is exported from git into a scratch directory, every platform is built again
-with no layer cache, at the epoch the release recorded (SOURCE_DATE_EPOCH or the commit's time),
+with no layer cache (a bootstrapped base is bootstrapped again from its locked packages), at the
+epoch the release recorded (SOURCE_DATE_EPOCH or the commit's time),
 normalised as publishing does, and compared with the release record and with the registry's tag.
 
 Two verdicts count as reproduced: the same digests (bit for bit), or the same content with other
@@ -125,7 +126,7 @@ def reproduce(
             log(f"rebuilding {box.name} {box.release_tag} ({platform}) from {commit[:12]}")
             result = build_box(
                 project, box, platform, engine=engine, fetcher=fetcher, revision=revision,
-                log=lambda line: None, no_cache=True,
+                log=lambda line: None, no_cache=True, fresh_base=True,
             )  # fmt: skip
             image_id = result.image_id
             prepared = prepare(
