@@ -93,6 +93,7 @@ def test_all_tasks_are_listed() -> None:
     assert TASKS == [
         "audit", "build", "bump", "check", "doctor", "fetch", "list", "lock", "main", "matrix",
         "publish", "ref", "registry", "release", "reproduce", "sbom", "sbom-diff", "verify",
+        "verify-release",
     ]  # fmt: skip
 
 

@@ -49,6 +49,16 @@ class Settings:
     buildx_builder: str = ""
     #: The registry is the one the toolkit runs on loopback (``buildbox.registry`` was empty).
     local_registry: bool = False
+    #: How releases are signed: "" (not signed), a cosign private key file (relative to the
+    #: project root), ``env://VARIABLE`` (the key's PEM in that variable), or ``sigstore``
+    #: (keyless, with the CI's OIDC identity). Its password comes from COSIGN_PASSWORD.
+    signing_key: str = ""
+    #: The public key releases are verified with (audit, verify-release): a file or env://.
+    signing_public_key: str = ""
+    #: Keyless signing identity verify-release expects (sigstore): the workflow's URL.
+    signing_identity: str = ""
+    #: Upload signatures to (and check them in) Sigstore's transparency log, Rekor.
+    transparency_log: bool = True
 
     @property
     def components_file(self) -> Path:
@@ -140,6 +150,16 @@ def _mirrors(value: Any) -> Mirrors:
     return tuple(sorted(rules, key=lambda rule: -len(rule[0])))
 
 
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes"):
+        return True
+    if str(value).lower() in ("false", "0", "no"):
+        return False
+    raise _InvalidValueError("true or false")
+
+
 def _choice(*allowed: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if value not in allowed:
@@ -173,6 +193,10 @@ SPECS: dict[str, Spec] = {
     "fetch_timeout": Spec(30.0, _number(float, 0.1)),
     "builder": Spec("auto", _choice("auto", "buildkit", "classic")),
     "buildx_builder": Spec("", _text),
+    "signing_key": Spec("", _text),
+    "signing_public_key": Spec("", _text),
+    "signing_identity": Spec("", _text),
+    "transparency_log": Spec(True, _flag),
 }
 #: The ``buildbox`` section of invoke's configuration before invoke.yaml overrides it.
 DEFAULTS: dict[str, Any] = {name: spec.default for name, spec in SPECS.items()}

@@ -84,6 +84,18 @@ def revision(root: Path) -> Revision:
     return Revision(commit=commit, dirty=bool(changed), epoch=epoch, changed=changed)
 
 
+def origin_url(root: Path) -> str | None:
+    """Where the repository at ``root`` lives: its ``origin`` remote's URL, without credentials
+    (GitHub Actions' checkout may embed a token), or None without one."""
+    url = (_git(root, "remote", "get-url", "origin") or "").strip()
+    if not url:
+        return None
+    scheme, separator, rest = url.partition("://")
+    if separator and "@" in rest.split("/", 1)[0]:
+        rest = rest.split("@", 1)[1]  # user:token@host/... -> host/...
+    return f"{scheme}{separator}{rest}" if separator else url
+
+
 def commit_time(root: Path, commit: str) -> int:
     """The committer time of ``commit`` (0 when git cannot tell)."""
     text = (_git(root, "log", "-1", "--format=%ct", commit) or "").strip()

@@ -560,6 +560,51 @@ def audit(ctx: Context, box: str | None = None) -> None:
 
 
 @task(
+    name="verify-release",
+    positional=["box"],
+    help={
+        "box": "The box whose release to check.",
+        "version": "The released version (default: the latest), e.g. 3 or v3.",
+        "key": "The cosign public key to trust (a file or env://VARIABLE; default: "
+        "buildbox.signing_public_key).",
+        "identity": "Keyless: the signing workflow identity to trust (default: "
+        "buildbox.signing_identity).",
+    },
+)
+@_fails_cleanly
+def verify_release(
+    ctx: Context,
+    box: str,
+    version: str | None = None,
+    key: str | None = None,
+    identity: str | None = None,
+) -> None:
+    """Check a release's signatures, that its signed SBOMs are the committed ones, and that its
+    signed provenance names this repository and the recorded revision."""
+    from buildbox.release import record, signing
+
+    settings = _settings(ctx)
+    if key or identity:
+        settings = dataclasses.replace(
+            settings, signing_public_key=key or "", signing_identity=identity or ""
+        )
+    release = record.require(settings.root, box, version)
+    checks = signing.trust(settings)
+    if checks is None:
+        raise BuildboxError(
+            "verify-release needs what to trust: --key=<cosign public key> (or "
+            "buildbox.signing_public_key), or --identity=<workflow URL> for keyless signatures"
+        )
+    findings = signing.verify_release(settings, release, checks)
+    for finding in findings:
+        print(f"{'PASS' if finding.ok else 'FAIL'}  {finding.what}: {finding.detail}")
+    failed = sum(not finding.ok for finding in findings)
+    if failed:
+        raise Exit(f"verify-release: {release.reference}: {failed} check(s) failed", 1)
+    print(f"verify-release: {release.reference} is signed, attested and as recorded")
+
+
+@task(
     positional=["box"],
     help={
         "box": "The box whose release to rebuild.",
@@ -711,7 +756,7 @@ def namespace(root: Path) -> Collection:
     """The task collection for a project whose files (buildboxes/, shared/) are under ``root``."""
     ns = Collection(
         list_boxes, check, fetch, bump, build, verify, sbom, sbom_diff, publish, release, ref,
-        audit, matrix, reproduce, doctor, lock, main, registry,
+        audit, verify_release, matrix, reproduce, doctor, lock, main, registry,
     )  # fmt: skip
     ns.configure(
         {

@@ -7,7 +7,7 @@ from buildbox.digests import digest_of
 from buildbox.errors import BuildboxError
 from buildbox.oci.refs import Reference
 from buildbox.oci.registry import Registry, open_registry
-from buildbox.release import record
+from buildbox.release import record, signing
 from buildbox.release.publish import find_sbom
 from buildbox.sbom import cyclonedx
 from buildbox.settings import Settings
@@ -26,6 +26,10 @@ def audit_release(settings: Settings, release: record.Release) -> list[str]:
             )
         for platform, facts in sorted(release.platforms.items()):
             problems += _audit_platform(settings, registry, reference, platform, facts)
+    checks = signing.trust(settings)
+    if checks is not None:  # signatures and attestations, when there is a key to check them with
+        findings = signing.verify_release(settings, release, checks)
+        problems += [f"{f.what}: {f.detail}" for f in findings if not f.ok and f.what != "tag"]
     return problems
 
 

@@ -14,6 +14,7 @@ a race: the tag is checked before anything is pushed, and read back after it is 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from buildbox import local_registry
@@ -131,8 +132,13 @@ def publish(
     created: str,
     *,
     immutable: bool = True,
+    sign: Callable[[str, str, dict[str, str]], None] | None = None,
 ) -> Published:
-    """Push every platform image and its SBOM, the index if several, then the tag; re-read it."""
+    """Push every platform image and its SBOM, the index if several, then the tag; re-read it.
+
+    ``sign`` (host/repository, the tag's digest, each platform's image digest) runs after
+    everything is pushed and before the tag is written, so a tag never names unsigned content.
+    """
     top, media_type = top_manifest(images)
     digest = digest_of(top)
     where = f"{registry.host}/{repository}:{tag}"
@@ -149,6 +155,8 @@ def publish(
         )
     if media_type == OCI_INDEX:
         registry.put_manifest(repository, digest, top, OCI_INDEX)
+    if sign is not None:
+        sign(f"{registry.host}/{repository}", digest, {p: d for p, (d, _) in platforms.items()})
     if not already:
         registry.put_manifest(repository, tag, top, media_type)
     now = registry.manifest_digest(repository, tag)
@@ -204,9 +212,19 @@ def prepare_platform(
 
 
 def publish_box(
-    project: Project, box: Box, *, engine: Engine, revision: Revision, dev: bool = False
+    project: Project,
+    box: Box,
+    *,
+    engine: Engine,
+    revision: Revision,
+    dev: bool = False,
+    signer: Callable[[dict[str, str]], Callable[[str, str, dict[str, str]], None] | None]
+    | None = None,
 ) -> Outcome:
-    """Verify every platform's local image, then push them, their SBOMs and the tag."""
+    """Verify every platform's local image, then push them, their SBOMs and the tag.
+
+    ``signer`` is given each platform's SBOM and returns what signs before the tag is written.
+    """
     local_registry.ensure_running(project.settings)
     target = Reference.parse(naming.repository(project.settings.registry, box, dev=dev))
     images, texts = [], {}
@@ -219,6 +237,7 @@ def publish_box(
     tag = revision.short if dev else box.release_tag
     with open_registry(target) as registry:
         published = publish(
-            registry, target.repository, tag, images, revision.timestamp, immutable=not dev
-        )
+            registry, target.repository, tag, images, revision.timestamp, immutable=not dev,
+            sign=signer(texts) if signer else None,
+        )  # fmt: skip
     return Outcome(published, texts)

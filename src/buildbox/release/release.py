@@ -16,7 +16,7 @@ from buildbox.define.project import Project
 from buildbox.digests import digest_of
 from buildbox.errors import BuildboxError
 from buildbox.fetch import Fetcher
-from buildbox.release import record
+from buildbox.release import record, signing
 from buildbox.release.audit import audit_release
 from buildbox.release.publish import publish_box
 from buildbox.sbom import cyclonedx
@@ -38,6 +38,7 @@ def release_box(
 ) -> tuple[record.Release, bool]:
     """The one push-button: build, verify, SBOM, publish, record. (release, whether new)."""
     releases = record.load(project.settings.root)
+    signing.signing_key(project.settings)  # a key that is not there fails now, not after building
     digest = inputs_digest(box, project.library, project.settings)
     existing = record.find(releases, box.name, box.version)
     if existing is not None:
@@ -70,7 +71,10 @@ def release_box(
             project, box, platform, engine=engine, fetcher=fetcher, revision=revision, log=log,
             no_cache=True,
         )  # fmt: skip
-    outcome = publish_box(project, box, engine=engine, revision=revision)
+    outcome = publish_box(
+        project, box, engine=engine, revision=revision,
+        signer=lambda sboms: signing.signer(project, box, revision, digest, sboms),
+    )  # fmt: skip
     platforms = {}
     for platform, text in outcome.sboms.items():
         path = record.committed_sbom(project.settings.root, box, platform)
