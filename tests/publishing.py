@@ -67,6 +67,20 @@ def tag_digest(registry: Registry, repository: str, tag: str, auth: Any = None) 
     return answer.headers.get("Docker-Content-Digest") if answer.status_code == 200 else None
 
 
+#: The password of the cosign key pairs tests make: it must never appear in any output.
+PASSWORD = "pw-5f0c1e-never-shown"
+
+
+def key_pair(directory: Path) -> tuple[Path, Path]:
+    """A cosign key pair made for the test: (private key, public key)."""
+    directory.mkdir(parents=True)
+    subprocess.run(
+        ["cosign", "generate-key-pair"], cwd=directory, check=True, capture_output=True,
+        env={"PATH": "/usr/bin:/bin", "COSIGN_PASSWORD": PASSWORD}, timeout=60,
+    )  # fmt: skip
+    return directory / "cosign.key", directory / "cosign.pub"
+
+
 def build(project: FixtureProject) -> None:
     result = run_cli(project.root, "build", "--box=fixture")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from buildbox.oci.registry import Registry as RegistryClient
 from buildbox.release.publish import find_sbom
 from conftest import BaseImage, FixtureProject, hello_component
 from projects import run_cli, write_yaml
-from publishing import commit_all, git, point_at, skopeo, untag_all
+from publishing import PASSWORD, commit_all, git, key_pair, point_at, skopeo, untag_all
 from registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -108,3 +110,29 @@ def test_missing_emulation_is_a_clear_message() -> None:
         check_emulation("linux/riscv64")
     assert "needs emulation" in str(caught.value)
     assert "apt-get install qemu-user-static binfmt-support" in str(caught.value)
+
+
+@pytest.mark.skipif(shutil.which("cosign") is None, reason="needs cosign")
+def test_a_signed_two_platform_release_verifies(
+    both: FixtureProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index and each platform image are signed; each image carries its own SBOM."""
+    private, public = key_pair(tmp_path / "keys")
+    config = both.root / "invoke.yaml"
+    config.write_text(config.read_text() + f"  signing_key: {private}\n  transparency_log: false\n")
+    commit_all(both.root, "sign")
+    monkeypatch.setenv("COSIGN_PASSWORD", PASSWORD)
+    released = run_cli(both.root, "release", "fixture")
+    assert released.returncode == 0, released.stdout + released.stderr
+    checked = run_cli(both.root, "verify-release", "fixture", f"--key={public}")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    passed = [line.split(":")[0] for line in checked.stdout.splitlines() if line.startswith("PASS")]
+    assert passed == [
+        "PASS  tag",
+        "PASS  signature (release)",
+        "PASS  signature (linux/amd64)",
+        "PASS  signature (linux/arm64)",
+        "PASS  SBOM attestation (linux/amd64)",
+        "PASS  SBOM attestation (linux/arm64)",
+        "PASS  provenance attestation",
+    ]

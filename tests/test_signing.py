@@ -16,20 +16,9 @@ import pytest
 from buildbox.release.record import RECORD_FILE
 from conftest import BaseImage, FixtureProject
 from projects import run_cli
-from publishing import commit_all, publishing  # noqa: F401 (a fixture)
+from publishing import PASSWORD, commit_all, key_pair, publishing  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(shutil.which("cosign") is None, reason="needs cosign")
-
-PASSWORD = "pw-5f0c1e-never-shown"
-
-
-def key_pair(directory: Path) -> tuple[Path, Path]:
-    directory.mkdir(parents=True)
-    subprocess.run(
-        ["cosign", "generate-key-pair"], cwd=directory, check=True, capture_output=True,
-        env={"PATH": "/usr/bin:/bin", "COSIGN_PASSWORD": PASSWORD}, timeout=60,
-    )  # fmt: skip
-    return directory / "cosign.key", directory / "cosign.pub"
 
 
 @pytest.fixture(scope="module")
