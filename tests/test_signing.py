@@ -64,6 +64,7 @@ def test_a_signed_release_that_cosign_and_verify_release_accept(
     monkeypatch.setenv("COSIGN_PASSWORD", PASSWORD)
     released = run_cli(root, "release", "fixture")
     assert released.returncode == 0, released.stdout + released.stderr
+    assert "signed with cosign: the release and each image" in released.stdout
     [entry] = json.loads((root / RECORD_FILE).read_text())["releases"]
     image = f"{publishing.registry}/fixture@{entry['digest']}"
     sbom_path = root / entry["platforms"]["linux/amd64"]["sbom_path"]

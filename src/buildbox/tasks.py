@@ -509,6 +509,11 @@ def release(ctx: Context, box: str, builder: str | None = None) -> None:
         )
     if new:
         print(f"released {done.reference}")
+        if settings.signing_key:
+            print(
+                "signed with cosign: the release and each image, with SBOM and SLSA provenance "
+                "attestations (check: invoke verify-release)"
+            )
         sboms = ", ".join(facts.sbom_path for facts in done.platforms.values())
         print(f"recorded in {RECORD_FILE}; SBOMs: {sboms}: commit them")
     else:
@@ -696,6 +701,8 @@ def main(ctx: Context, box: str) -> None:
             for item in report.checks:
                 print(f"{'PASS' if item.ok else 'FAIL'}  {item.name}: {item.detail}")
     print(f"{'released' if new else 'already released'}: {chosen.name} {chosen.release_tag}")
+    if settings.signing_key:
+        print("signed with cosign, with SBOM and provenance attestations (invoke verify-release)")
     for platform, facts in sorted(done.platforms.items()):
         print(f"SBOM ({platform}): {facts.sbom_path} (CycloneDX 1.6; recorded in {RECORD_FILE})")
     print(f"ref: {done.reference}")
