@@ -9,7 +9,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import docker.errors
 import pytest
@@ -32,7 +32,12 @@ def commit_all(root: Path, message: str = "change") -> None:
     git(root, "commit", "-q", "--allow-empty", "-m", message)
 
 
-def point_at(project: FixtureProject, registry: Registry) -> FixtureProject:
+class HasHost(Protocol):
+    @property
+    def host(self) -> str: ...
+
+
+def point_at(project: FixtureProject, registry: HasHost) -> FixtureProject:
     """The project publishing to ``registry`` under a prefix no other test uses."""
     prefix = f"{registry.host}/t{uuid.uuid4().hex[:8]}"
     text = (project.root / "invoke.yaml").read_text().replace(project.registry, prefix)

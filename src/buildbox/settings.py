@@ -59,6 +59,10 @@ class Settings:
     signing_identity: str = ""
     #: Upload signatures to (and check them in) Sigstore's transparency log, Rekor.
     transparency_log: bool = True
+    #: Registry operations: attempts on transient failures, total seconds for one, first backoff.
+    registry_attempts: int = 6
+    registry_time_limit: float = 300.0
+    registry_backoff: float = 0.5
 
     @property
     def components_file(self) -> Path:
@@ -197,6 +201,9 @@ SPECS: dict[str, Spec] = {
     "signing_public_key": Spec("", _text),
     "signing_identity": Spec("", _text),
     "transparency_log": Spec(True, _flag),
+    "registry_attempts": Spec(6, _number(int, 1)),
+    "registry_time_limit": Spec(300.0, _number(float, 1)),
+    "registry_backoff": Spec(0.5, _number(float, 0)),
 }
 #: The ``buildbox`` section of invoke's configuration before invoke.yaml overrides it.
 DEFAULTS: dict[str, Any] = {name: spec.default for name, spec in SPECS.items()}

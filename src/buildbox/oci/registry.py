@@ -5,31 +5,71 @@ registry's token service), manifests by tag or digest with the full Accept heade
 upload), and the referrers API. Credentials (``oci.credentials``) never appear in messages.
 Open one with :func:`open_registry` and use it as a context manager: its connections close with
 the block.
+
+Every operation is retried as a whole on a transient failure (connection refused or reset, a
+timeout, a body cut short, HTTP 408, 429, 500, 502, 503, 504) with exponential backoff and
+jitter, honouring ``Retry-After``, within a number of attempts and a total time (``RetryPolicy``).
+Each operation is idempotent as repeated: a blob upload starts a new upload session, a manifest
+PUT sends the same bytes again. Any other 4xx fails at once, naming the request. A bearer token
+that expires mid-push (401 after earlier success) is renewed and the request repeated once.
 """
 
 from __future__ import annotations
 
 import base64
+import email.utils
 import io
+import random
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any, Self, TypeVar
 
 import requests
 
 from buildbox.digests import digest_of
 from buildbox.errors import BuildboxError
-from buildbox.http import is_loopback, reason, retrying_session
+from buildbox.http import TRANSIENT_STATUSES, is_loopback, reason, retrying_session
 from buildbox.oci.credentials import Credentials, credentials_for
 from buildbox.oci.documents import MANIFEST_ACCEPT, OCI_INDEX
 from buildbox.oci.refs import Reference
+from buildbox.settings import Settings
+
+T = TypeVar("T")
 
 
 class RegistryError(BuildboxError):
     """The registry refused or failed a request; the message never holds a secret."""
+
+    def __init__(
+        self, message: str, status: int | None = None, codes: frozenset[str] = frozenset()
+    ):
+        super().__init__(message)
+        self.status = status
+        #: The OCI error codes the registry answered with (BLOB_UNKNOWN, ...).
+        self.codes = codes
+
+
+class TransientError(RegistryError):
+    """A failure that may not happen again: the operation is worth repeating."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message, status)
+        #: Seconds the registry asked to wait (Retry-After), if it did.
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: attempts per operation, the total time for one, the first backoff."""
+
+    attempts: int = 6
+    time_limit: float = 300.0
+    backoff: float = 0.5
 
 
 def is_plain_http(host: str) -> bool:
@@ -46,16 +86,19 @@ class Registry:
         credentials: Credentials | None = None,
         insecure: bool | None = None,
         timeout: float = 60,
+        policy: RetryPolicy = RetryPolicy(),
     ) -> None:
         self.host = host
+        self.policy = policy
+        self._deadline: float | None = None
         self.credentials = credentials
         scheme = "http" if (is_plain_http(host) if insecure is None else insecure) else "https"
         # Docker Hub's images are named docker.io/...; its API answers at registry-1.docker.io.
         api_host = "registry-1.docker.io" if host in ("docker.io", "index.docker.io") else host
         self.base = f"{scheme}://{api_host}"
         self.timeout = timeout
-        # Connection errors of reads are retried; statuses are answered by the caller.
-        self.http = retrying_session(retries=3, backoff=0.2, statuses=())
+        # No retries below: every operation is retried as a whole (see retrying).
+        self.http = retrying_session(retries=0, backoff=0, statuses=())
         self._token: dict[str, str] = {}
 
     def close(self) -> None:
@@ -84,11 +127,12 @@ class Registry:
                 headers["Authorization"] = token
             try:
                 response = self.http.request(
-                    method, url, headers=headers, timeout=self.timeout, **options
+                    method, url, headers=headers, timeout=self._timeout(), **options
                 )
             except requests.RequestException as error:
-                raise RegistryError(
-                    f"cannot reach the registry {self.host}: {reason(error)}"
+                raise TransientError(
+                    f"cannot reach the registry {self.host} ({method} "
+                    f"{url.removeprefix(self.base)}): {reason(error)}"
                 ) from None
             if response.status_code == 401 and attempt == 0:
                 self._authenticate(response, scope)
@@ -98,8 +142,50 @@ class Registry:
                 continue
             break
         if response.status_code not in ok:
-            raise RegistryError(self._explain(method, url, response))
+            if response.status_code in TRANSIENT_STATUSES:
+                raise TransientError(
+                    self._explain(method, url, response),
+                    response.status_code,
+                    _retry_after(response.headers.get("Retry-After")),
+                )
+            raise RegistryError(
+                self._explain(method, url, response), response.status_code, _codes(response)
+            )
         return response
+
+    def _timeout(self) -> float:
+        """A request's timeout: the client's, or less when the operation's time is running out."""
+        if self._deadline is None:
+            return self.timeout
+        return max(0.5, min(self.timeout, self._deadline - time.monotonic()))
+
+    def retrying(self, what: str, operation: Callable[[], T]) -> T:
+        """``operation`` (idempotent as a whole), repeated on transient failures per the policy."""
+        if self._deadline is not None:  # already inside a retried operation
+            return operation()
+        policy = self.policy
+        started = time.monotonic()
+        self._deadline = started + policy.time_limit
+        try:
+            for attempt in range(1, policy.attempts + 1):
+                try:
+                    return operation()
+                except TransientError as error:
+                    last = error
+                    delay = error.retry_after
+                    if delay is None:  # exponential, with jitter so that clients spread out
+                        delay = policy.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)  # noqa: S311
+                    if attempt == policy.attempts or time.monotonic() + delay > self._deadline:
+                        break
+                    time.sleep(delay)
+        finally:
+            self._deadline = None
+        elapsed = time.monotonic() - started
+        raise RegistryError(
+            f"{what}: gave up after {attempt} attempt(s) in {elapsed:.1f} s (limits: "
+            f"{policy.attempts} attempts, {policy.time_limit:g} s); the last failure: {last}",
+            last.status,
+        )
 
     def _authenticate(self, challenge: requests.Response, scope: str) -> None:
         header = challenge.headers.get("WWW-Authenticate", "")
@@ -159,16 +245,21 @@ class Registry:
     # --- API ------------------------------------------------------------------------------
 
     def ping(self) -> None:
-        self._request("GET", "/v2/", "registry:catalog:*")
+        self.retrying(
+            f"reaching {self.host}", lambda: self._request("GET", "/v2/", "registry:catalog:*")
+        )
 
     def _manifest(self, method: str, repository: str, reference: str) -> requests.Response | None:
         """HEAD or GET a manifest with the full Accept header; None when there is none."""
-        response = self._request(
-            method,
-            f"/v2/{repository}/manifests/{reference}",
-            _pull(repository),
-            ok=(200, 404),
-            headers={"Accept": MANIFEST_ACCEPT},
+        response = self.retrying(
+            f"{method} {repository}:{reference}",
+            lambda: self._request(
+                method,
+                f"/v2/{repository}/manifests/{reference}",
+                _pull(repository),
+                ok=(200, 404),
+                headers={"Accept": MANIFEST_ACCEPT},
+            ),
         )
         return None if response.status_code == 404 else response
 
@@ -187,14 +278,20 @@ class Registry:
     def put_manifest(
         self, repository: str, reference: str, body: bytes, media_type: str
     ) -> requests.Response:
-        """PUT a manifest; the registry's digest must be the sha256 of exactly these bytes."""
-        response = self._request(
-            "PUT",
-            f"/v2/{repository}/manifests/{reference}",
-            _push(repository),
-            ok=(201,),
-            data=body,
-            headers={"Content-Type": media_type},
+        """PUT a manifest; the registry's digest must be the sha256 of exactly these bytes.
+
+        Repeated as is on a transient failure: the same bytes under the same reference.
+        """
+        response = self.retrying(
+            f"PUT {repository}:{reference}",
+            lambda: self._request(
+                "PUT",
+                f"/v2/{repository}/manifests/{reference}",
+                _push(repository),
+                ok=(201,),
+                data=body,
+                headers={"Content-Type": media_type},
+            ),
         )
         stored = response.headers.get("Docker-Content-Digest")
         if stored and stored != digest_of(body):
@@ -205,19 +302,32 @@ class Registry:
         return response
 
     def has_blob(self, repository: str, digest: str) -> bool:
-        response = self._request(
-            "HEAD", f"/v2/{repository}/blobs/{digest}", _pull(repository), ok=(200, 404)
+        response = self.retrying(
+            f"HEAD blob {digest} in {repository}",
+            lambda: self._request(
+                "HEAD", f"/v2/{repository}/blobs/{digest}", _pull(repository), ok=(200, 404)
+            ),
         )
         return response.status_code == 200
 
     def get_blob(self, repository: str, digest: str) -> bytes:
-        response = self._request("GET", f"/v2/{repository}/blobs/{digest}", _pull(repository))
-        if digest_of(response.content) != digest:
-            raise RegistryError(f"the registry {self.host} served other bytes for {digest}")
-        return response.content
+        def get() -> bytes:
+            response = self._request("GET", f"/v2/{repository}/blobs/{digest}", _pull(repository))
+            if digest_of(response.content) != digest:  # a body cut short, or other bytes
+                raise TransientError(f"the registry {self.host} served other bytes for {digest}")
+            return response.content
+
+        return self.retrying(f"GET blob {digest} from {repository}", get)
 
     def upload_blob(self, repository: str, digest: str, source: Path | bytes) -> None:
-        """Upload a blob in one PUT (monolithic), unless the registry already has it."""
+        """Upload a blob in one PUT (monolithic), unless the registry already has it; a failed
+        attempt starts a new upload session."""
+        self.retrying(
+            f"uploading {digest} to {repository}",
+            lambda: self._upload_blob(repository, digest, source),
+        )
+
+    def _upload_blob(self, repository: str, digest: str, source: Path | bytes) -> None:
         if self.has_blob(repository, digest):
             return
         start = self._request(
@@ -239,17 +349,40 @@ class Registry:
 
     def referrers(self, repository: str, digest: str) -> dict[str, Any] | None:
         """The referrers index of ``digest``, or None when the registry has no referrers API."""
-        response = self._request(
-            "GET",
-            f"/v2/{repository}/referrers/{digest}",
-            _pull(repository),
-            ok=(200, 404),
-            headers={"Accept": OCI_INDEX},
+        response = self.retrying(
+            f"GET referrers of {digest} in {repository}",
+            lambda: self._request(
+                "GET",
+                f"/v2/{repository}/referrers/{digest}",
+                _pull(repository),
+                ok=(200, 404),
+                headers={"Accept": OCI_INDEX},
+            ),
         )
         if response.status_code == 404 or "json" not in response.headers.get("Content-Type", ""):
             return None
         index: dict[str, Any] = response.json()
         return index
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (a number of seconds, or an HTTP date)."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _codes(response: requests.Response) -> frozenset[str]:
+    try:
+        return frozenset(str(e.get("code")) for e in response.json().get("errors", []))
+    except (ValueError, AttributeError):
+        return frozenset()
 
 
 def _pull(repository: str) -> str:
@@ -267,7 +400,16 @@ def _opened(source: Path | bytes) -> Iterator[IO[bytes]]:
         yield stream
 
 
-def open_registry(where: str | Reference, timeout: float = 60) -> Registry:
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The retry policy the settings ask for (buildbox.registry_*)."""
+    return RetryPolicy(
+        settings.registry_attempts, settings.registry_time_limit, settings.registry_backoff
+    )
+
+
+def open_registry(
+    where: str | Reference, timeout: float = 60, policy: RetryPolicy = RetryPolicy()
+) -> Registry:
     """A client for the registry of ``where`` (a host or a reference), with its credentials."""
     host = where.host if isinstance(where, Reference) else where
-    return Registry(host, credentials_for(host), timeout=timeout)
+    return Registry(host, credentials_for(host), timeout=timeout, policy=policy)

@@ -28,7 +28,7 @@ from buildbox.oci import documents
 from buildbox.oci.documents import EMPTY_JSON, OCI_INDEX, OCI_MANIFEST, SBOM_TYPE, Descriptor
 from buildbox.oci.image import PreparedImage, prepare
 from buildbox.oci.refs import Reference
-from buildbox.oci.registry import Registry, RegistryError, open_registry
+from buildbox.oci.registry import Registry, RegistryError, open_registry, retry_policy
 from buildbox.sbom import cyclonedx
 from buildbox.sbom.naming import filename
 from buildbox.sbom.packages import inventory
@@ -83,12 +83,27 @@ def tag_state(where: str, existing: str | None, digest: str) -> bool:
     return True
 
 
+#: What a registry answers to a manifest whose blobs it does not have (yet, or any more).
+BLOBS_MISSING = frozenset({"BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"})
+
+
 def push_image(registry: Registry, repository: str, image: PreparedImage) -> None:
-    """Blobs first (skipping those the registry has), then the manifest by digest."""
-    registry.upload_blob(repository, digest_of(image.config), image.config)
-    for layer in image.layers:
-        registry.upload_blob(repository, layer.digest, layer.path)
-    registry.put_manifest(repository, image.digest, image.manifest, OCI_MANIFEST)
+    """Blobs first (skipping those the registry has), then the manifest by digest.
+
+    A manifest refused for a missing blob (another release of the same content may be between
+    its upload and its commit, or a registry lost one) makes the blobs be checked and uploaded
+    again, then the manifest is sent again.
+    """
+    for attempt in range(3):
+        registry.upload_blob(repository, digest_of(image.config), image.config)
+        for layer in image.layers:
+            registry.upload_blob(repository, layer.digest, layer.path)
+        try:
+            registry.put_manifest(repository, image.digest, image.manifest, OCI_MANIFEST)
+            return
+        except RegistryError as error:
+            if not error.codes & BLOBS_MISSING or attempt == 2:
+                raise
 
 
 def attach_sbom(
@@ -101,13 +116,36 @@ def attach_sbom(
     response = registry.put_manifest(repository, digest_of(manifest), manifest, OCI_MANIFEST)
     if "OCI-Subject" not in response.headers:
         # No referrers API: keep the index tagged sha256-<subject hex>, as the spec requires.
-        tag = documents.fallback_tag(subject.digest)
-        existing = registry.get_manifest(repository, tag)
-        index = documents.with_referrer(
-            existing[0] if existing else None, Descriptor.of(OCI_MANIFEST, manifest), SBOM_TYPE
+        update_fallback_index(
+            registry, repository, subject.digest, Descriptor.of(OCI_MANIFEST, manifest), SBOM_TYPE
         )
-        registry.put_manifest(repository, tag, index, OCI_INDEX)
     return digest_of(manifest)
+
+
+def update_fallback_index(
+    registry: Registry, repository: str, subject: str, entry: Descriptor, artifact_type: str
+) -> None:
+    """Add ``entry`` to the fallback referrers index of ``subject``: read, merge, write, and
+    read back, again while another writer's index replaced ours (they must not lose entries).
+
+    Registries have no conditional PUT, so two writers can still interleave between a read and
+    a write; the read-back makes the loser merge and write again, which closes all but a
+    window as short as one round trip.
+    """
+    tag = documents.fallback_tag(subject)
+    for _ in range(5):
+        existing = registry.get_manifest(repository, tag)
+        index = documents.with_referrer(existing[0] if existing else None, entry, artifact_type)
+        registry.put_manifest(repository, tag, index, OCI_INDEX)
+        now = registry.get_manifest(repository, tag)
+        if now is not None and entry.digest in documents.referrers_of_type(
+            json.loads(now[0]), artifact_type
+        ):
+            return
+    raise RegistryError(
+        f"the fallback referrers index {registry.host}/{repository}:{tag} kept changing under "
+        "this publish; run it again"
+    )
 
 
 def find_sbom(registry: Registry, repository: str, subject: str) -> bytes | None:
@@ -158,7 +196,13 @@ def publish(
     if sign is not None:
         sign(f"{registry.host}/{repository}", digest, {p: d for p, (d, _) in platforms.items()})
     if not already:
-        registry.put_manifest(repository, tag, top, media_type)
+
+        def write_tag() -> None:
+            # Each attempt checks the tag again: another release may have written it meanwhile.
+            if not tag_state(where, registry.manifest_digest(repository, tag), digest):
+                registry.put_manifest(repository, tag, top, media_type)
+
+        registry.retrying(f"tagging {where}", write_tag)
     now = registry.manifest_digest(repository, tag)
     if now != digest:
         raise RegistryError(
@@ -235,7 +279,7 @@ def publish_box(
         title = filename(box, platform)
         images.append(PlatformImage(platform, prepared, texts[platform].encode(), title))
     tag = revision.short if dev else box.release_tag
-    with open_registry(target) as registry:
+    with open_registry(target, policy=retry_policy(project.settings)) as registry:
         published = publish(
             registry, target.repository, tag, images, revision.timestamp, immutable=not dev,
             sign=signer(texts) if signer else None,

@@ -1,0 +1,192 @@
+"""Publishing through a registry that misbehaves: the real docker-registry behind a proxy that
+injects what GHCR, ECR or Docker Hub do now and then. A release completes through each
+transient failure, a registry that never recovers fails cleanly within the limits (no tag; a
+rerun completes), and two releases of one version at once converge."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from buildbox.release.record import RECORD_FILE
+from conftest import FixtureProject
+from fault_proxy import Fault, FaultProxy, fault_proxy
+from projects import run_cli, run_invoke
+from publishing import commit_all, git, point_at, tag_digest, untag_all
+from registry import Registry
+
+pytestmark = pytest.mark.integration
+
+
+def settle(project: FixtureProject, **settings: Any) -> None:
+    config = project.root / "invoke.yaml"
+    lines = "".join(f"  {key}: {value}\n" for key, value in settings.items())
+    config.write_text(config.read_text() + lines)
+
+
+@pytest.fixture
+def proxied(
+    fixture_project: FixtureProject, registry: Registry, docker_client: Any
+) -> Iterator[tuple[FixtureProject, FaultProxy]]:
+    """The fixture project in git, publishing through a fault proxy to the test registry."""
+    with fault_proxy(registry.url) as proxy:
+        project = point_at(fixture_project, proxy)
+        settle(project, registry_backoff=0.05)
+        (project.root / ".gitignore").write_text("*.part\n")
+        git(project.root, "init", "-q")
+        commit_all(project.root, "fixture")
+        yield project, proxy
+        untag_all(docker_client, project.registry)
+
+
+def recorded(project: FixtureProject) -> dict[str, Any]:
+    [entry] = json.loads((project.root / RECORD_FILE).read_text())["releases"]
+    return dict(entry)
+
+
+def tag_in_registry(registry: Registry, project: FixtureProject) -> str | None:
+    """What the real registry's tag names, asked directly (not through the proxy)."""
+    repository = project.registry.split("/", 1)[1] + "/fixture"
+    return tag_digest(registry, repository, "v1")
+
+
+FAULTS = {
+    "one request in five answers 503": Fault("*", r"^/v2/.", 503, every=5),
+    "429 with Retry-After on starting uploads": Fault(
+        "POST", r"/blobs/uploads/", 429, times=2, retry_after="1"
+    ),
+    "connection dropped on blob uploads": Fault("PUT", r"/blobs/uploads/", "drop", times=2),
+    "502 on manifest PUTs": Fault("PUT", r"/manifests/", 502, times=2),
+    "504 on blob checks": Fault("HEAD", r"/blobs/", 504, times=3),
+    "a manifest body cut short": Fault("GET", r"/manifests/", "cut", times=1),
+}
+
+
+@pytest.mark.parametrize("name", FAULTS)
+def test_a_release_completes_through(
+    proxied: tuple[FixtureProject, FaultProxy], registry: Registry, name: str
+) -> None:
+    project, proxy = proxied
+    fault = FAULTS[name]
+    proxy.add(fault)
+    started = time.monotonic()
+    released = run_cli(project.root, "release", "fixture")
+    elapsed = time.monotonic() - started
+    assert released.returncode == 0, released.stdout + released.stderr
+    assert proxy.served(fault.kind) >= 1, f"the proxy never injected {fault.kind}"
+    if fault.retry_after:
+        assert elapsed >= float(fault.retry_after)
+    entry = recorded(project)
+    assert tag_in_registry(registry, project) == entry["digest"]
+    proxy.heal()
+    audited = run_cli(project.root, "audit")
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+
+
+def test_a_registry_that_never_recovers_fails_cleanly_and_a_rerun_completes(
+    proxied: tuple[FixtureProject, FaultProxy], registry: Registry
+) -> None:
+    project, proxy = proxied
+    settle(project, registry_attempts=3)
+    commit_all(project.root, "three attempts")
+    proxy.add(Fault("PUT", r"/manifests/", 503, times=10**6))
+    failed = run_cli(project.root, "release", "fixture")
+    assert failed.returncode == 1
+    assert "Traceback" not in failed.stderr
+    assert "gave up after 3 attempt(s)" in failed.stderr
+    assert "the last failure: the registry" in failed.stderr
+    assert "HTTP 503 to PUT /v2/" in failed.stderr
+    assert proxy.served(503) == 3
+    assert tag_in_registry(registry, project) is None
+    assert not (project.root / RECORD_FILE).exists()
+
+    proxy.heal()
+    again = run_cli(project.root, "release", "fixture")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert tag_in_registry(registry, project) == recorded(project)["digest"]
+
+
+def test_a_hung_registry_fails_within_the_time_limit(
+    proxied: tuple[FixtureProject, FaultProxy], registry: Registry
+) -> None:
+    project, proxy = proxied
+    built = run_cli(project.root, "build", "fixture")
+    assert built.returncode == 0, built.stdout + built.stderr
+    settle(project, registry_time_limit=4)
+    proxy.add(Fault("*", r"^/v2/.", "hang", times=10**6, seconds=30))
+    started = time.monotonic()
+    failed = run_cli(project.root, "publish", "fixture")
+    elapsed = time.monotonic() - started
+    assert failed.returncode == 1
+    assert "gave up after" in failed.stderr
+    assert "timed out" in failed.stderr
+    assert elapsed < 20, f"publish took {elapsed:.1f} s with a 4 s limit per operation"
+    assert tag_in_registry(registry, project) is None
+
+
+def test_an_expired_token_is_renewed_mid_push(
+    fixture_project: FixtureProject, registry: Registry, docker_client: Any
+) -> None:
+    with fault_proxy(registry.url, tokens=True) as proxy:
+        project = point_at(fixture_project, proxy)
+        git(project.root, "init", "-q")
+        commit_all(project.root, "fixture")
+        # Every second blob upload finds its token expired: the first went through with it.
+        proxy.add(Fault("PUT", r"/blobs/uploads/", "expire", every=2))
+        try:
+            released = run_cli(project.root, "release", "fixture")
+        finally:
+            untag_all(docker_client, project.registry)
+    assert released.returncode == 0, released.stdout + released.stderr
+    assert proxy.served("expire") >= 1
+    statuses = [status for _, _, status in proxy.log]
+    first_expiry = statuses.index("expire")
+    assert 201 in statuses[:first_expiry], "the token expired after earlier success"
+    assert 201 in statuses[first_expiry:], "the push went on with a renewed token"
+    assert tag_in_registry(registry, project) == recorded(project)["digest"]
+
+
+def test_two_releases_of_one_version_at_once_converge(
+    fixture_project: FixtureProject, registry: Registry, docker_client: Any, tmp_path: Path
+) -> None:
+    """Two CI jobs, two clones with their own caches, one registry: both end with one digest."""
+    git(fixture_project.root, "init", "-q")
+    commit_all(fixture_project.root, "fixture")
+    project = fixture_project
+    for round_ in range(3):
+        project = point_at(project, registry)  # a fresh repository each round
+        commit_all(project.root, f"round {round_}")
+        clones = []
+        for name in ("a", "b"):
+            clone = tmp_path / f"{round_}-{name}"
+            subprocess.run(["git", "clone", "-q", str(project.root), str(clone)], check=True)
+            shutil.copy(project.root / "invoke.yaml", clone / "invoke.yaml")
+            clones.append(clone)
+        results: dict[Path, subprocess.CompletedProcess[str]] = {}
+
+        def release(clone: Path, into: dict[Path, Any] = results) -> None:
+            env = {"INVOKE_BUILDBOX_CACHE_DIR": str(clone / ".cache")}
+            into[clone] = run_invoke(clone, "release", "fixture", env=env)
+
+        threads = [threading.Thread(target=release, args=(clone,)) for clone in clones]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        digests = set()
+        for clone, result in results.items():
+            assert result.returncode == 0, f"{clone}: {result.stdout}{result.stderr}"
+            [entry] = json.loads((clone / RECORD_FILE).read_text())["releases"]
+            digests.add(entry["digest"])
+        assert len(digests) == 1
+        repository = project.registry.split("/", 1)[1] + "/fixture"
+        assert tag_digest(registry, repository, "v1") in digests
+        untag_all(docker_client, project.registry)
