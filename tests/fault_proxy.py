@@ -32,12 +32,16 @@ class Fault:
     seconds: float = 0.0
     #: Act on every ``every``-th matching request instead of the next ones (times is then ignored).
     every: int = 0
+    #: Let this many matching requests through before acting.
+    after: int = 0
     seen: int = 0
 
     def applies(self, method: str, path: str) -> bool:
         if self.method not in ("*", method) or not re.search(self.path, path):
             return False
         self.seen += 1
+        if self.seen <= self.after:
+            return False
         if self.every:
             return self.seen % self.every == 0
         if self.times > 0:
@@ -118,8 +122,7 @@ class FaultProxy:
                 self._handle()
 
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self._body()
                 method, path = self.command, self.path
                 if proxy.tokens and path.startswith("/token"):
                     token = secrets.token_hex(8)
@@ -138,7 +141,8 @@ class FaultProxy:
                     proxy.log.append((method, path, fault.kind))
                     self._misbehave(fault)
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "authorization"}
+                dropped = ("authorization", "transfer-encoding", "content-length")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
                 headers["Host"] = proxy.host
                 answer = requests.request(
                     method, f"{proxy.upstream}{path}", data=body, headers=headers,
@@ -153,6 +157,17 @@ class FaultProxy:
                 content = b"" if method == "HEAD" else answer.content
                 upstream_length = answer.headers.get("Content-Length")
                 self._answer(answer.status_code, passed, content, upstream_length)
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    parts = []
+                    while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                        parts.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    self.rfile.readline()  # the blank line after the last chunk
+                    return b"".join(parts)
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
 
             def _authorised(self) -> bool:
                 given = self.headers.get("Authorization", "")

@@ -63,6 +63,10 @@ class Settings:
     registry_attempts: int = 6
     registry_time_limit: float = 300.0
     registry_backoff: float = 0.5
+    #: Blobs larger than this many MiB upload in chunks of this size (resumable).
+    registry_chunk_mib: int = 16
+    #: Blobs uploaded at once.
+    registry_workers: int = 4
 
     @property
     def components_file(self) -> Path:
@@ -204,6 +208,8 @@ SPECS: dict[str, Spec] = {
     "registry_attempts": Spec(6, _number(int, 1)),
     "registry_time_limit": Spec(300.0, _number(float, 1)),
     "registry_backoff": Spec(0.5, _number(float, 0)),
+    "registry_chunk_mib": Spec(16, _number(int, 1)),
+    "registry_workers": Spec(4, _number(int, 1)),
 }
 #: The ``buildbox`` section of invoke's configuration before invoke.yaml overrides it.
 DEFAULTS: dict[str, Any] = {name: spec.default for name, spec in SPECS.items()}

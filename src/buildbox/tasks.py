@@ -624,7 +624,7 @@ def reproduce(
     """Rebuild a release from its recorded commit and compare with the record and the registry."""
     from buildbox import local_registry
     from buildbox.oci.refs import Reference
-    from buildbox.oci.registry import open_registry, retry_policy
+    from buildbox.oci.registry import open_registry
     from buildbox.release import record
     from buildbox.release.reproduce import SAME_CONTENT
     from buildbox.release.reproduce import reproduce as reproduce_stage
@@ -634,7 +634,7 @@ def reproduce(
     local_registry.ensure_running(settings)
     with (
         _engine_and_fetcher(settings, 1) as (engine, fetcher),
-        open_registry(Reference.parse(found.reference), policy=retry_policy(settings)) as registry,
+        open_registry(Reference.parse(found.reference), settings=settings) as registry,
     ):
         outcome = reproduce_stage(
             settings, found, engine=engine, fetcher=fetcher, registry=registry

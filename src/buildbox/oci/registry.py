@@ -21,6 +21,7 @@ import email.utils
 import io
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -87,10 +88,14 @@ class Registry:
         insecure: bool | None = None,
         timeout: float = 60,
         policy: RetryPolicy = RetryPolicy(),
+        chunk_size: int = 16 * 1024 * 1024,
     ) -> None:
         self.host = host
         self.policy = policy
-        self._deadline: float | None = None
+        #: Blobs larger than this are uploaded in chunks of this size (PATCH), resumable.
+        self.chunk_size = chunk_size
+        # Per thread: blobs may upload in parallel, each operation with its own time limit.
+        self._state = threading.local()
         self.credentials = credentials
         scheme = "http" if (is_plain_http(host) if insecure is None else insecure) else "https"
         # Docker Hub's images are named docker.io/...; its API answers at registry-1.docker.io.
@@ -155,17 +160,18 @@ class Registry:
 
     def _timeout(self) -> float:
         """A request's timeout: the client's, or less when the operation's time is running out."""
-        if self._deadline is None:
+        deadline: float | None = getattr(self._state, "deadline", None)
+        if deadline is None:
             return self.timeout
-        return max(0.5, min(self.timeout, self._deadline - time.monotonic()))
+        return max(0.5, min(self.timeout, deadline - time.monotonic()))
 
     def retrying(self, what: str, operation: Callable[[], T]) -> T:
         """``operation`` (idempotent as a whole), repeated on transient failures per the policy."""
-        if self._deadline is not None:  # already inside a retried operation
+        if getattr(self._state, "deadline", None) is not None:  # inside a retried operation
             return operation()
         policy = self.policy
         started = time.monotonic()
-        self._deadline = started + policy.time_limit
+        deadline = self._state.deadline = started + policy.time_limit
         try:
             for attempt in range(1, policy.attempts + 1):
                 try:
@@ -175,11 +181,11 @@ class Registry:
                     delay = error.retry_after
                     if delay is None:  # exponential, with jitter so that clients spread out
                         delay = policy.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)  # noqa: S311
-                    if attempt == policy.attempts or time.monotonic() + delay > self._deadline:
+                    if attempt == policy.attempts or time.monotonic() + delay > deadline:
                         break
                     time.sleep(delay)
         finally:
-            self._deadline = None
+            self._state.deadline = None
         elapsed = time.monotonic() - started
         raise RegistryError(
             f"{what}: gave up after {attempt} attempt(s) in {elapsed:.1f} s (limits: "
@@ -333,19 +339,75 @@ class Registry:
         start = self._request(
             "POST", f"/v2/{repository}/blobs/uploads/", _push(repository), ok=(202,)
         )
-        location = start.headers["Location"]
-        if location.startswith("/"):
-            location = f"{self.base}{location}"
-        separator = "&" if "?" in location else "?"
-        with _opened(source) as data:
+        location = self._absolute(start.headers["Location"])
+        size = len(source) if isinstance(source, bytes) else source.stat().st_size
+        if size > self.chunk_size:
+            location = self._upload_chunks(repository, location, source, size)
+            source = b""  # the closing PUT carries no data
+        with _opened(source) as stream:
+            # Empty as bytes, so that requests sends Content-Length: 0 rather than chunks.
+            data: IO[bytes] | bytes = stream if source else b""
             self._request(
                 "PUT",
-                f"{location}{separator}digest={digest}",
+                _with_query(location, f"digest={digest}"),
                 _push(repository),
                 ok=(201,),
                 data=data,
                 headers={"Content-Type": "application/octet-stream"},
             )
+
+    def mount_blob(self, repository: str, digest: str, source_repository: str) -> bool:
+        """Ask the registry to link ``digest`` from another of its repositories instead of an
+        upload; False when it declines (it then opened an upload session, left to expire)."""
+        response = self.retrying(
+            f"mounting {digest} from {source_repository} into {repository}",
+            lambda: self._request(
+                "POST",
+                f"/v2/{repository}/blobs/uploads/?mount={digest}&from={source_repository}",
+                f"{_push(repository)} {_pull(source_repository)}",
+                ok=(201, 202),
+            ),
+        )
+        return response.status_code == 201
+
+    def _upload_chunks(
+        self, repository: str, location: str, source: Path | bytes, size: int
+    ) -> str:
+        """PATCH ``source`` in chunks of ``chunk_size`` (memory stays bounded by one chunk); after
+        a transient failure, ask the registry how much it has and go on from there. Returns the
+        location to close the upload at."""
+        offset, resumes = 0, 0
+        with _opened(source) as stream:
+            while offset < size:
+                stream.seek(offset)
+                chunk = stream.read(self.chunk_size)
+                try:
+                    response = self._request(
+                        "PATCH", location, _push(repository), ok=(202,), data=chunk,
+                        headers={
+                            "Content-Type": "application/octet-stream",
+                            "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
+                        },
+                    )  # fmt: skip
+                except TransientError:
+                    resumes += 1
+                    if resumes >= self.policy.attempts:
+                        raise
+                    time.sleep(self.policy.backoff * random.uniform(0.5, 1.5))  # noqa: S311
+                    location, offset = self._upload_status(repository, location)
+                    continue
+                location = self._absolute(response.headers.get("Location", location))
+                offset = _range_end(response.headers.get("Range"), offset + len(chunk) - 1) + 1
+        return location
+
+    def _upload_status(self, repository: str, location: str) -> tuple[str, int]:
+        """Where an interrupted upload stands: (its location, the next offset to send)."""
+        response = self._request("GET", location, _pull(repository), ok=(204,))
+        resumed = _range_end(response.headers.get("Range"), -1) + 1
+        return self._absolute(response.headers.get("Location", location)), resumed
+
+    def _absolute(self, location: str) -> str:
+        return f"{self.base}{location}" if location.startswith("/") else location
 
     def referrers(self, repository: str, digest: str) -> dict[str, Any] | None:
         """The referrers index of ``digest``, or None when the registry has no referrers API."""
@@ -363,6 +425,19 @@ class Registry:
             return None
         index: dict[str, Any] = response.json()
         return index
+
+
+def _with_query(url: str, query: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
+def _range_end(value: str | None, default: int) -> int:
+    """The last byte a registry has of an upload, from its ``Range: 0-<end>`` header."""
+    if value and "-" in value:
+        end = value.rsplit("-", 1)[1]
+        if end.isdigit():
+            return int(end)
+    return default
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -400,16 +475,16 @@ def _opened(source: Path | bytes) -> Iterator[IO[bytes]]:
         yield stream
 
 
-def retry_policy(settings: Settings) -> RetryPolicy:
-    """The retry policy the settings ask for (buildbox.registry_*)."""
-    return RetryPolicy(
+def open_registry(
+    where: str | Reference, timeout: float = 60, settings: Settings | None = None
+) -> Registry:
+    """A client for the registry of ``where`` (a host or a reference), with its credentials,
+    retrying and uploading as the settings say (buildbox.registry_*; defaults without)."""
+    host = where.host if isinstance(where, Reference) else where
+    if settings is None:
+        return Registry(host, credentials_for(host), timeout=timeout)
+    policy = RetryPolicy(
         settings.registry_attempts, settings.registry_time_limit, settings.registry_backoff
     )
-
-
-def open_registry(
-    where: str | Reference, timeout: float = 60, policy: RetryPolicy = RetryPolicy()
-) -> Registry:
-    """A client for the registry of ``where`` (a host or a reference), with its credentials."""
-    host = where.host if isinstance(where, Reference) else where
-    return Registry(host, credentials_for(host), timeout=timeout, policy=policy)
+    chunk = settings.registry_chunk_mib * 1024 * 1024
+    return Registry(host, credentials_for(host), timeout=timeout, policy=policy, chunk_size=chunk)

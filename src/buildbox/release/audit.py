@@ -6,7 +6,7 @@ from buildbox import local_registry
 from buildbox.digests import digest_of
 from buildbox.errors import BuildboxError
 from buildbox.oci.refs import Reference
-from buildbox.oci.registry import Registry, open_registry, retry_policy
+from buildbox.oci.registry import Registry, open_registry
 from buildbox.release import record, signing
 from buildbox.release.publish import find_sbom
 from buildbox.sbom import cyclonedx
@@ -17,7 +17,7 @@ def audit_release(settings: Settings, release: record.Release) -> list[str]:
     """What no longer holds for a recorded release (empty when everything does)."""
     problems = []
     reference = Reference.parse(release.reference)
-    with open_registry(reference, policy=retry_policy(settings)) as registry:
+    with open_registry(reference, settings=settings) as registry:
         now = registry.manifest_digest(reference.repository, reference.tag or release.tag)
         if now != release.digest:
             problems.append(

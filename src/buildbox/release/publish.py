@@ -14,8 +14,10 @@ a race: the tag is checked before anything is pushed, and read back after it is 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from buildbox import local_registry
 from buildbox.build import labels as naming
@@ -28,7 +30,8 @@ from buildbox.oci import documents
 from buildbox.oci.documents import EMPTY_JSON, OCI_INDEX, OCI_MANIFEST, SBOM_TYPE, Descriptor
 from buildbox.oci.image import PreparedImage, prepare
 from buildbox.oci.refs import Reference
-from buildbox.oci.registry import Registry, RegistryError, open_registry, retry_policy
+from buildbox.oci.registry import Registry, RegistryError, open_registry
+from buildbox.release import record
 from buildbox.sbom import cyclonedx
 from buildbox.sbom.naming import filename
 from buildbox.sbom.packages import inventory
@@ -87,17 +90,47 @@ def tag_state(where: str, existing: str | None, digest: str) -> bool:
 BLOBS_MISSING = frozenset({"BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"})
 
 
-def push_image(registry: Registry, repository: str, image: PreparedImage) -> None:
+def push_blobs(
+    registry: Registry,
+    repository: str,
+    blobs: list[tuple[str, Path | bytes]],
+    *,
+    workers: int = 4,
+    mounts: Mapping[str, str] | None = None,
+) -> None:
+    """Each blob the registry lacks: mounted from another repository of the registry that has
+    it (``mounts``: digest -> repository), else uploaded; ``workers`` at once."""
+
+    def one(digest: str, source: Path | bytes) -> None:
+        origin = (mounts or {}).get(digest)
+        missing = origin is not None and not registry.has_blob(repository, digest)
+        if missing and origin is not None and registry.mount_blob(repository, digest, origin):
+            return
+        registry.upload_blob(repository, digest, source)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(one, digest, source) for digest, source in blobs]:
+            future.result()
+
+
+def push_image(
+    registry: Registry,
+    repository: str,
+    image: PreparedImage,
+    *,
+    workers: int = 4,
+    mounts: Mapping[str, str] | None = None,
+) -> None:
     """Blobs first (skipping those the registry has), then the manifest by digest.
 
     A manifest refused for a missing blob (another release of the same content may be between
     its upload and its commit, or a registry lost one) makes the blobs be checked and uploaded
     again, then the manifest is sent again.
     """
+    blobs: list[tuple[str, Path | bytes]] = [(digest_of(image.config), image.config)]
+    blobs += [(layer.digest, layer.path) for layer in image.layers]
     for attempt in range(3):
-        registry.upload_blob(repository, digest_of(image.config), image.config)
-        for layer in image.layers:
-            registry.upload_blob(repository, layer.digest, layer.path)
+        push_blobs(registry, repository, blobs, workers=workers, mounts=mounts)
         try:
             registry.put_manifest(repository, image.digest, image.manifest, OCI_MANIFEST)
             return
@@ -171,6 +204,8 @@ def publish(
     *,
     immutable: bool = True,
     sign: Callable[[str, str, dict[str, str]], None] | None = None,
+    workers: int = 4,
+    mounts: Mapping[str, str] | None = None,
 ) -> Published:
     """Push every platform image and its SBOM, the index if several, then the tag; re-read it.
 
@@ -184,7 +219,7 @@ def publish(
     already = tag_state(where, existing, digest)
     platforms = {}
     for entry in images:
-        push_image(registry, repository, entry.image)
+        push_image(registry, repository, entry.image, workers=workers, mounts=mounts)
         platforms[entry.platform] = (
             entry.image.digest,
             attach_sbom(
@@ -279,9 +314,32 @@ def publish_box(
         title = filename(box, platform)
         images.append(PlatformImage(platform, prepared, texts[platform].encode(), title))
     tag = revision.short if dev else box.release_tag
-    with open_registry(target, policy=retry_policy(project.settings)) as registry:
+    with open_registry(target, settings=project.settings) as registry:
         published = publish(
             registry, target.repository, tag, images, revision.timestamp, immutable=not dev,
-            sign=signer(texts) if signer else None,
+            sign=signer(texts) if signer else None, workers=project.settings.registry_workers,
+            mounts=released_blobs(registry, project, target),
         )  # fmt: skip
     return Outcome(published, texts)
+
+
+def released_blobs(registry: Registry, project: Project, target: Reference) -> dict[str, str]:
+    """Blobs other repositories of the target registry hold, from the release record: digest ->
+    repository, for cross-repository mounts (boxes on one base share its layers)."""
+    found: dict[str, str] = {}
+    for release in record.load(project.settings.root):
+        where = Reference.parse(release.reference)
+        if where.host != target.host or where.repository == target.repository:
+            continue
+        for facts in release.platforms.values():
+            try:
+                manifest = registry.get_manifest(where.repository, facts.digest)
+            except RegistryError:
+                continue  # only an optimisation: an unreadable release is simply not used
+            if manifest is None:
+                continue
+            body = json.loads(manifest[0])
+            for blob in [body.get("config", {}), *body.get("layers", [])]:
+                if "digest" in blob:
+                    found.setdefault(str(blob["digest"]), where.repository)
+    return found

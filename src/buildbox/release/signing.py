@@ -26,7 +26,7 @@ from buildbox.define.project import Project
 from buildbox.errors import BuildboxError
 from buildbox.oci.cosign import KEYLESS, Cosign, CosignError, Trust
 from buildbox.oci.refs import Reference
-from buildbox.oci.registry import is_plain_http, open_registry, retry_policy
+from buildbox.oci.registry import is_plain_http, open_registry
 from buildbox.release import record
 from buildbox.settings import Settings
 from buildbox.source import Revision, origin_url
@@ -218,7 +218,7 @@ def verify_release(settings: Settings, release: record.Release, checks: Trust) -
 def _tag(settings: Settings, reference: Reference, release: record.Release) -> Finding:
     """The tag still names the recorded digest (an image pushed by hand under it would not)."""
     where = f"{reference.name}:{reference.tag or release.tag}"
-    with open_registry(reference, policy=retry_policy(settings)) as registry:
+    with open_registry(reference, settings=settings) as registry:
         now = registry.manifest_digest(reference.repository, reference.tag or release.tag)
     if now != release.digest:
         return Finding("tag", False, f"{where} points at {now or 'nothing'}, not {release.digest}")
