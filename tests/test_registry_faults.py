@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -208,6 +209,7 @@ def test_a_large_layer_uploads_in_chunks_and_resumes_after_a_drop(
     proxy.add(Fault("PATCH", r"/blobs/uploads/", "drop", times=1, after=1))
     released = run_cli(project.root, "release", "fixture")
     assert released.returncode == 0, released.stdout + released.stderr
+    assert re.search(r"uploaded sha256:\w+ \(3\.\d MiB\) in [\d.]+ s \(", released.stdout)
     patches = [status for method, _, status in proxy.log if method == "PATCH"]
     assert patches.count(202) >= 3
     assert "drop" in patches
@@ -257,5 +259,9 @@ def test_a_second_box_mounts_the_layers_it_shares_with_a_released_one(
         if method == "POST" and "mount=" in path and status == 201
     }
     assert mounted == shared
+    for digest in shared:
+        assert f"mounted {digest[:19]} from {project.registry.split('/', 1)[1]}/fixture" in (
+            second.stdout
+        )
     uploads = [p for m, p, _ in proxy.log if m in ("PUT", "PATCH") and "/blobs/uploads/" in p]
     assert not any(digest in path for digest in shared for path in uploads)

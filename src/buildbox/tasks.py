@@ -475,8 +475,9 @@ def publish(ctx: Context, box: str, dev: bool = False) -> None:
     project = project_stage.load(settings, box=box)
     with Engine.connect() as engine:
         outcome = publish_box(
-            project, project.box(box), engine=engine, revision=revision(settings.root), dev=dev
-        )
+            project, project.box(box), engine=engine, revision=revision(settings.root), dev=dev,
+            log=print,
+        )  # fmt: skip
     published = outcome.published
     state = "published" if published.tagged_now else "already published (unchanged)"
     print(f"{state}: {published.reference}")

@@ -325,17 +325,17 @@ class Registry:
 
         return self.retrying(f"GET blob {digest} from {repository}", get)
 
-    def upload_blob(self, repository: str, digest: str, source: Path | bytes) -> None:
-        """Upload a blob in one PUT (monolithic), unless the registry already has it; a failed
-        attempt starts a new upload session."""
-        self.retrying(
+    def upload_blob(self, repository: str, digest: str, source: Path | bytes) -> bool:
+        """Upload a blob (in chunks when large), unless the registry already has it: whether it
+        was uploaded. A failed attempt starts a new upload session."""
+        return self.retrying(
             f"uploading {digest} to {repository}",
             lambda: self._upload_blob(repository, digest, source),
         )
 
-    def _upload_blob(self, repository: str, digest: str, source: Path | bytes) -> None:
+    def _upload_blob(self, repository: str, digest: str, source: Path | bytes) -> bool:
         if self.has_blob(repository, digest):
-            return
+            return False
         start = self._request(
             "POST", f"/v2/{repository}/blobs/uploads/", _push(repository), ok=(202,)
         )
@@ -355,6 +355,7 @@ class Registry:
                 data=data,
                 headers={"Content-Type": "application/octet-stream"},
             )
+        return True
 
     def mount_blob(self, repository: str, digest: str, source_repository: str) -> bool:
         """Ask the registry to link ``digest`` from another of its repositories instead of an

@@ -14,12 +14,13 @@ a race: the tag is checked before anything is pushed, and read back after it is 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from buildbox import local_registry
+from buildbox import local_registry, output
 from buildbox.build import labels as naming
 from buildbox.build.engine import Engine
 from buildbox.define.boxes import Box
@@ -97,16 +98,27 @@ def push_blobs(
     *,
     workers: int = 4,
     mounts: Mapping[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> None:
     """Each blob the registry lacks: mounted from another repository of the registry that has
-    it (``mounts``: digest -> repository), else uploaded; ``workers`` at once."""
+    it (``mounts``: digest -> repository), else uploaded; ``workers`` at once. ``log`` gets a
+    line per blob mounted or uploaded (size, time, rate)."""
 
     def one(digest: str, source: Path | bytes) -> None:
         origin = (mounts or {}).get(digest)
         missing = origin is not None and not registry.has_blob(repository, digest)
         if missing and origin is not None and registry.mount_blob(repository, digest, origin):
+            if log:
+                log(f"mounted {digest[:19]} from {origin}")
             return
-        registry.upload_blob(repository, digest, source)
+        started = time.monotonic()
+        if registry.upload_blob(repository, digest, source) and log:
+            count = len(source) if isinstance(source, bytes) else source.stat().st_size
+            seconds = max(time.monotonic() - started, 1e-3)
+            log(
+                f"uploaded {digest[:19]} ({output.size(count)}) in {seconds:.1f} s "
+                f"({output.size(int(count / seconds))}/s)"
+            )
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for future in [pool.submit(one, digest, source) for digest, source in blobs]:
@@ -120,6 +132,7 @@ def push_image(
     *,
     workers: int = 4,
     mounts: Mapping[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> None:
     """Blobs first (skipping those the registry has), then the manifest by digest.
 
@@ -130,7 +143,7 @@ def push_image(
     blobs: list[tuple[str, Path | bytes]] = [(digest_of(image.config), image.config)]
     blobs += [(layer.digest, layer.path) for layer in image.layers]
     for attempt in range(3):
-        push_blobs(registry, repository, blobs, workers=workers, mounts=mounts)
+        push_blobs(registry, repository, blobs, workers=workers, mounts=mounts, log=log)
         try:
             registry.put_manifest(repository, image.digest, image.manifest, OCI_MANIFEST)
             return
@@ -206,6 +219,7 @@ def publish(
     sign: Callable[[str, str, dict[str, str]], None] | None = None,
     workers: int = 4,
     mounts: Mapping[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Published:
     """Push every platform image and its SBOM, the index if several, then the tag; re-read it.
 
@@ -219,7 +233,7 @@ def publish(
     already = tag_state(where, existing, digest)
     platforms = {}
     for entry in images:
-        push_image(registry, repository, entry.image, workers=workers, mounts=mounts)
+        push_image(registry, repository, entry.image, workers=workers, mounts=mounts, log=log)
         platforms[entry.platform] = (
             entry.image.digest,
             attach_sbom(
@@ -299,6 +313,7 @@ def publish_box(
     dev: bool = False,
     signer: Callable[[dict[str, str]], Callable[[str, str, dict[str, str]], None] | None]
     | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Outcome:
     """Verify every platform's local image, then push them, their SBOMs and the tag.
 
@@ -318,7 +333,7 @@ def publish_box(
         published = publish(
             registry, target.repository, tag, images, revision.timestamp, immutable=not dev,
             sign=signer(texts) if signer else None, workers=project.settings.registry_workers,
-            mounts=released_blobs(registry, project, target),
+            mounts=released_blobs(registry, project, target), log=log,
         )  # fmt: skip
     return Outcome(published, texts)
 

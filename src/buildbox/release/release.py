@@ -73,7 +73,7 @@ def release_box(
         )  # fmt: skip
     outcome = publish_box(
         project, box, engine=engine, revision=revision,
-        signer=lambda sboms: signing.signer(project, box, revision, digest, sboms),
+        signer=lambda sboms: signing.signer(project, box, revision, digest, sboms), log=log,
     )  # fmt: skip
     platforms = {}
     for platform, text in outcome.sboms.items():
