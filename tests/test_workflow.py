@@ -36,7 +36,7 @@ def invocations(script: str) -> list[list[str]]:
 
 def test_workflow_is_yaml_and_calls_only_existing_tasks_and_flags() -> None:
     workflow = YAML(typ="safe").load(WORKFLOW.read_text())
-    assert set(workflow["jobs"]) == {"check", "plan", "build", "release"}
+    assert set(workflow["jobs"]) == {"test", "check", "plan", "build", "release"}
     ns = namespace(REPO)
     called = []
     for script in run_steps(workflow):
@@ -52,6 +52,17 @@ def test_workflow_is_yaml_and_calls_only_existing_tasks_and_flags() -> None:
                 assert flag.split("=")[0] in known, f"invoke {task_name} has no flag {flag}"
             called.append(task_name)
     assert {"check", "matrix", "build", "verify", "release", "audit", "ref", "list"} <= set(called)
+
+
+def test_pull_requests_and_main_run_the_suite_before_anything_else() -> None:
+    jobs = YAML(typ="safe").load(WORKFLOW.read_text())["jobs"]
+    [command] = [s["run"] for s in jobs["test"]["steps"] if "run" in s]
+    assert command.endswith("bash .ci/run -e lint,type,py")
+    assert "BUILDBOX_REQUIRE_DOCKER=1" in (REPO / ".ci" / "run").read_text()
+    assert "pull_request" in jobs["test"]["if"]
+    assert "refs/heads/main" in jobs["test"]["if"]
+    assert jobs["check"]["needs"] == "test"
+    assert jobs["plan"]["needs"] == "test"
 
 
 def test_workflow_triggers() -> None:
