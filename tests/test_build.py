@@ -317,3 +317,26 @@ def test_an_unknown_builder_is_a_clear_error(
     assert "INVOKE_BUILDBOX_BUILDER: expected one of auto, buildkit, classic, got 'kaniko'" in (
         result.stderr
     )
+
+
+def test_a_build_step_sees_only_loopback_unless_the_box_declares_network(
+    fixture_project: FixtureProject, docker_client: Any
+) -> None:
+    """Read from inside a RUN step which network interfaces it has: only `lo` in a hermetic
+    build (whatever the builder), the host's too in a `network: true` box."""
+    add_dockerfile_line(fixture_project, "RUN ls /sys/class/net > /interfaces")
+
+    def interfaces() -> list[str]:
+        built = run_cli(fixture_project.root, "build", "--box=fixture", "--no-cache")
+        assert built.returncode == 0, built.stdout + built.stderr
+        output: bytes = docker_client.containers.run(
+            fixture_project.release_tag(), ["cat", "/interfaces"], network_mode="none",
+            remove=True,
+        )  # fmt: skip
+        return output.decode().split()
+
+    assert interfaces() == ["lo"]
+    fixture_project.set_box(network=True)
+    host = sorted(path.name for path in Path("/sys/class/net").iterdir())
+    assert sorted(interfaces()) == host
+    assert host != ["lo"], "this machine has a network interface besides loopback"
