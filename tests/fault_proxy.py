@@ -9,7 +9,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +22,8 @@ class Fault:
     """Answer the next ``times`` requests matching ``method`` and ``path`` (a regex) with
     ``kind``: an HTTP status, "drop" (close without an answer), "cut" (half the body),
     "hang" (answer nothing for ``seconds``), "expire" (every token expires: 401 and a challenge,
-    after earlier success)."""
+    after earlier success), "swallow" (answer 201 without passing the request on, after running
+    ``action``: someone else's write at that very moment)."""
 
     method: str
     path: str
@@ -34,6 +35,7 @@ class Fault:
     every: int = 0
     #: Let this many matching requests through before acting.
     after: int = 0
+    action: Callable[[], None] | None = None
     seen: int = 0
 
     def applies(self, method: str, path: str) -> bool:
@@ -175,7 +177,11 @@ class FaultProxy:
                     return given.startswith("Bearer ") and given[7:] in proxy._valid
 
             def _misbehave(self, fault: Fault) -> None:
-                if fault.kind == "expire":
+                if fault.kind == "swallow":
+                    if fault.action is not None:
+                        fault.action()
+                    self._answer(201, {}, b"")
+                elif fault.kind == "expire":
                     proxy.expire_tokens()
                     realm = f'Bearer realm="http://{proxy.host}/token",service="proxy"'
                     self._answer(401, {"WWW-Authenticate": realm}, b"")

@@ -6,6 +6,7 @@ platform image carries its own SBOM.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from buildbox.build.build import build_box
@@ -63,6 +64,9 @@ def release_box(
         )
     if not box.pinned:
         raise BuildboxError(f"the base of {box.name} is not pinned by digest: {box.base}")
+    # The release's own outputs (the record, sbom/) do not make the build dirty: completing a
+    # recorded release must label the image exactly as the first attempt did.
+    revision = dataclasses.replace(revision, dirty=False, changed=())
     for platform in box.platforms:
         # From scratch: a layer reused from an older build would carry that build's file times,
         # which normalisation keeps (they are older than the commit), so the digest would depend
