@@ -33,6 +33,23 @@ pytest_plugins = ["publishing"]
 BUSYBOX = Path("/bin/busybox")
 
 
+#: Variables a developer's shell may export that change what the toolkit does: no test inherits
+#: them (a test that needs one sets it).
+INHERITED = (
+    "SOURCE_DATE_EPOCH", "COSIGN_PASSWORD", "BUILDBOX_REGISTRY_USERNAME",
+    "BUILDBOX_REGISTRY_PASSWORD", "DOCKER_CONFIG",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in INHERITED:
+        monkeypatch.delenv(variable, raising=False)
+    for variable in [v for v in os.environ if v.startswith("INVOKE_BUILDBOX_")]:
+        if variable != "INVOKE_BUILDBOX_BUILDER":  # CI chooses the builder for a whole run
+            monkeypatch.delenv(variable)
+
+
 def missing(what: str) -> NoReturn:
     """Fail under BUILDBOX_REQUIRE_DOCKER=1, otherwise skip: a missing engine is never a pass."""
     if REQUIRE_DOCKER:

@@ -105,11 +105,16 @@ def test_build_verify_publish_and_release_both_platforms(
     assert audited.returncode == 0, audited.stdout
 
 
-def test_missing_emulation_is_a_clear_message() -> None:
-    with pytest.raises(BuildboxError) as caught:
-        check_emulation("linux/riscv64")
-    assert "needs emulation" in str(caught.value)
-    assert "apt-get install qemu-user-static binfmt-support" in str(caught.value)
+def test_missing_emulation_is_a_clear_message(tmp_path: Path) -> None:
+    """Against a binfmt directory made for the test, not the machine's handlers."""
+    (tmp_path / "qemu-riscv64").write_text("disabled\ninterpreter /usr/bin/qemu-riscv64\n")
+    (tmp_path / "qemu-s390x").write_text("enabled\ninterpreter /usr/bin/qemu-s390x\n")
+    check_emulation("linux/s390x", binfmt_dir=tmp_path)
+    for platform in ("linux/riscv64", "linux/ppc64le"):  # disabled, and not registered at all
+        with pytest.raises(BuildboxError) as caught:
+            check_emulation(platform, binfmt_dir=tmp_path)
+        assert "needs emulation" in str(caught.value)
+        assert "apt-get install qemu-user-static binfmt-support" in str(caught.value)
 
 
 @pytest.mark.skipif(shutil.which("cosign") is None, reason="needs cosign")
