@@ -270,6 +270,21 @@ def test_check_deep_fetches_and_names_what_the_base_cannot_run(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "every base runs its boxes' executables and libraries" in result.stdout
 
+    # An artifact that cannot be fetched is named; the others are still checked.
+    gone = served_tool(artifacts, built["static"])
+    gone["artifacts"]["linux/amd64"]["url"] = artifacts.url("no-such-file.tar.gz")
+    library = {"tool": served_tool(artifacts, built["dynamic"]), "gone": gone}
+    write_yaml(root / "shared/components.yaml", {"components": library})
+    write_yaml(box_yaml, {**_yaml(box_yaml), "components": ["tool", "gone"],
+                          "provides": {"GLIBC": "2.17"}})  # fmt: skip
+    (root / "invoke.yaml").write_text(
+        f"buildbox:\n  cache_dir: {tmp_path / 'cache'}\n  fetch_retries: 0\n"
+    )
+    result = run_cli(root, "check", "--deep")
+    assert result.returncode == 1
+    assert "shared/components.yaml: not checked: gone 1.0 (linux/amd64): " in result.stdout
+    assert f"tool/bin/tool needs GLIBC_{needed}" in result.stdout
+
 
 def test_provides_is_validated(tmp_path: Path) -> None:
     root = make_project(tmp_path / "project")
