@@ -9,6 +9,7 @@ Run: python benchmarks/upload.py [--payload-mib 1024] [--layers 4] [--workers 4]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import multiprocessing
 import random
@@ -22,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import docker
+import docker.errors
 
 from buildbox.build.engine import Engine
 from buildbox.digests import digest_of
@@ -79,7 +81,9 @@ def main() -> None:
         each = arguments.payload_mib // arguments.layers
         noise = random.Random(0)  # noqa: S311 (test data, not secrets)
         for number in range(arguments.layers):
-            (context / f"payload{number}").write_bytes(noise.randbytes(each * 1024 * 1024))
+            with (context / f"payload{number}").open("wb") as payload:
+                for _ in range(each):
+                    payload.write(noise.randbytes(1024 * 1024))
             dockerfile.append(f"COPY payload{number} /payload{number}")
         (context / "Dockerfile").write_text("\n".join(dockerfile) + "\n")
         image, _ = client.images.build(path=str(context), tag=tag, network_mode="none")
@@ -101,7 +105,8 @@ def main() -> None:
         push(client, f"{registry.host}/bench/large", "local")
         docker_push = time.perf_counter() - started
     finally:
-        client.images.remove(tag, force=True)
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.remove(tag, force=True)
         client.close()
         registry.stop()
         shutil.rmtree(scratch, ignore_errors=True)
