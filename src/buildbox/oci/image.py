@@ -15,6 +15,7 @@ import os
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -112,10 +113,15 @@ def _export(
         with tarfile.open(exported) as archive:
             manifest = json.load(_member(archive, "manifest.json"))[0]
             raw_config = _member(archive, manifest["Config"]).read()
-            layers: list[Layer | None] = [
-                normalise_layer(_member(archive, name), layers_dir, epoch, level=level)
-                for name in manifest["Layers"]
-            ]
+
+        def normalise(name: str) -> Layer | None:
+            with tarfile.open(exported) as own:  # one reader per thread
+                return normalise_layer(_member(own, name), layers_dir, epoch, level=level)
+
+        # Layers are independent: compress them on every core (zlib releases the GIL).
+        workers = max(1, min(len(manifest["Layers"]), os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            layers = list(pool.map(normalise, manifest["Layers"]))
     diff_ids = [layer.diff_id for layer in layers if layer is not None]
     return normalise_config(raw_config, diff_ids, epoch), layers
 
