@@ -73,6 +73,10 @@ def builder_driver(engine: Engine, instance: str | None) -> str:
     return match.group(1) if match else "docker"
 
 
+#: What BuildKit reports when another build created the same image name first.
+_NAME_RACE = "already exists"
+
+
 class BuildKitBuilder:
     """BuildKit through ``docker buildx build``; ``instance`` names a buildx builder."""
 
@@ -108,6 +112,18 @@ class BuildKitBuilder:
         return command
 
     def build(self, request: BuildRequest, log: Callable[[str], None]) -> str:
+        try:
+            return self._build(request, log)
+        except BuildFailedError as error:
+            # Two builds of the same box and commit on one engine (two jobs on one machine)
+            # can both name the image at the same moment; the image store then refuses the
+            # later name. Its content is the same: building once more names it as usual.
+            if _NAME_RACE not in str(error) or not request.tags:
+                raise
+            log(f"another build named {request.tags[0]} at the same moment; building again")
+            return self._build(request, log)
+
+    def _build(self, request: BuildRequest, log: Callable[[str], None]) -> str:
         box = request.context.box.name
         driver = builder_driver(self.engine, self.instance) if self.instance else "docker"
         steps: dict[str, str] = {}
