@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 
 from buildbox.release.record import RECORD_FILE
-from conftest import BaseImage, FixtureProject
+from conftest import BaseImage, FixtureProject, missing
 from projects import run_cli
 from publishing import PASSWORD, commit_all, key_pair, publishing  # noqa: F401 (a fixture)
-
-pytestmark = pytest.mark.skipif(shutil.which("cosign") is None, reason="needs cosign")
 
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    if shutil.which("cosign") is None:
+        missing("cosign is not installed (Debian 13: apt-get install cosign)")
     root = tmp_path_factory.mktemp("keys")
     return {"release": key_pair(root / "release"), "other": key_pair(root / "other")}
 
