@@ -17,6 +17,7 @@ import requests
 
 from buildbox.oci.documents import MANIFEST_ACCEPT
 from conftest import FixtureProject, tagged_images
+from fault_proxy import FaultProxy, fault_proxy
 from projects import run_cli
 from registry import Registry
 
@@ -107,3 +108,19 @@ def publishing(
     commit_all(project.root, "fixture")
     yield project
     untag_all(docker_client, project.registry)
+
+
+@pytest.fixture
+def proxied(
+    fixture_project: FixtureProject, registry: Registry, docker_client: Any
+) -> Iterator[tuple[FixtureProject, FaultProxy]]:
+    """The fixture project in git, publishing through a fault proxy to the test registry."""
+    with fault_proxy(registry.url) as proxy:
+        project = point_at(fixture_project, proxy)
+        config = project.root / "invoke.yaml"
+        config.write_text(config.read_text() + "  registry_backoff: 0.05\n")
+        (project.root / ".gitignore").write_text("*.part\n")
+        git(project.root, "init", "-q")
+        commit_all(project.root, "fixture")
+        yield project, proxy
+        untag_all(docker_client, project.registry)

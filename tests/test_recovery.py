@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import requests
@@ -15,26 +13,12 @@ import requests
 from buildbox.oci.documents import fallback_tag
 from buildbox.release.record import RECORD_FILE
 from conftest import BaseImage, FixtureProject
-from fault_proxy import Fault, FaultProxy, fault_proxy
+from fault_proxy import Fault, FaultProxy
 from projects import run_cli
 from publishing import commit_all, git, point_at, publishing, tag_digest, untag_all  # noqa: F401
 from registry import Registry
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def proxied(
-    fixture_project: FixtureProject, registry: Registry, docker_client: Any
-) -> Iterator[tuple[FixtureProject, FaultProxy]]:
-    with fault_proxy(registry.url) as proxy:
-        project = point_at(fixture_project, proxy)
-        config = project.root / "invoke.yaml"
-        config.write_text(config.read_text() + "  registry_backoff: 0.05\n")
-        git(project.root, "init", "-q")
-        commit_all(project.root, "fixture")
-        yield project, proxy
-        untag_all(docker_client, project.registry)
 
 
 def repository(project: FixtureProject) -> str:

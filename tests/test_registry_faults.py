@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +33,6 @@ def settle(project: FixtureProject, **settings: Any) -> None:
     config = project.root / "invoke.yaml"
     lines = "".join(f"  {key}: {value}\n" for key, value in settings.items())
     config.write_text(config.read_text() + lines)
-
-
-@pytest.fixture
-def proxied(
-    fixture_project: FixtureProject, registry: Registry, docker_client: Any
-) -> Iterator[tuple[FixtureProject, FaultProxy]]:
-    """The fixture project in git, publishing through a fault proxy to the test registry."""
-    with fault_proxy(registry.url) as proxy:
-        project = point_at(fixture_project, proxy)
-        settle(project, registry_backoff=0.05)
-        (project.root / ".gitignore").write_text("*.part\n")
-        git(project.root, "init", "-q")
-        commit_all(project.root, "fixture")
-        yield project, proxy
-        untag_all(docker_client, project.registry)
 
 
 def recorded(project: FixtureProject) -> dict[str, Any]:
