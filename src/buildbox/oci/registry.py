@@ -11,7 +11,10 @@ timeout, a body cut short, HTTP 408, 429, 500, 502, 503, 504) with exponential b
 jitter, honouring ``Retry-After``, within a number of attempts and a total time (``RetryPolicy``).
 Each operation is idempotent as repeated: a blob upload starts a new upload session, a manifest
 PUT sends the same bytes again. Any other 4xx fails at once, naming the request. A bearer token
-that expires mid-push (401 after earlier success) is renewed and the request repeated once.
+that expires mid-push (401 after earlier success) is renewed and the request repeated; a token
+can be refused right after it was issued (parallel uploads renew at the same moment, or the
+service rotates its keys), so a request is sent with at most two fresh tokens before a 401 is
+final.
 """
 
 from __future__ import annotations
@@ -126,7 +129,8 @@ class Registry:
         self, method: str, url: str, scope: str, *, ok: tuple[int, ...] = (200,), **options: Any
     ) -> requests.Response:
         url = url if url.startswith("http") else f"{self.base}{url}"
-        for attempt in range(2):
+        authentications = 2
+        for attempt in range(authentications + 1):
             headers = dict(options.pop("headers", {}) or {})
             if token := self._token.get(scope):
                 headers["Authorization"] = token
@@ -139,7 +143,7 @@ class Registry:
                     f"cannot reach the registry {self.host} ({method} "
                     f"{url.removeprefix(self.base)}): {reason(error)}"
                 ) from None
-            if response.status_code == 401 and attempt == 0:
+            if response.status_code == 401 and attempt < authentications:
                 self._authenticate(response, scope)
                 options["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
                 if "data" in options and hasattr(options["data"], "seek"):
