@@ -89,6 +89,15 @@ def test_every_task_and_flag_has_help(tmp_path: Path, task: str) -> None:
             assert len(text.strip()) > 10, f"{task} {flag} has no help"
 
 
+def test_help_survives_a_second_parser_in_the_same_process() -> None:
+    """invoke consumes a task's help dict as it builds the parser; run_cli and tests that read
+    ``get_arguments()`` build many parsers in one process, each from a fresh namespace."""
+    for _ in range(2):
+        [box] = [arg for arg in namespace(REPO)["list"].get_arguments() if arg.name == "box"]
+        assert box.help is not None
+        assert len(box.help) > 10
+
+
 def test_all_tasks_are_listed() -> None:
     assert TASKS == [
         "audit", "build", "bump", "check", "doctor", "fetch", "list", "lock", "main", "matrix",

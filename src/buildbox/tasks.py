@@ -6,6 +6,7 @@ do not pay for docker-py, requests or the CycloneDX library.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -20,7 +21,7 @@ from invoke.collection import Collection
 from invoke.config import DataProxy
 from invoke.context import Context
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.tasks import Task, task
 
 from buildbox import output
 from buildbox import settings as settings_stage
@@ -760,12 +761,29 @@ def matrix(ctx: Context) -> None:
     print(json.dumps({"include": unreleased(project_stage.load(_settings(ctx)))}))
 
 
+def _own_copy(shared: object) -> Task[Any]:
+    """``shared`` with a help dict of its own.
+
+    invoke pops each entry out of ``Task.help`` while it builds a task's parser, so a second
+    parser over the same module-level Task (a second Program run, or ``get_arguments()``, in one
+    process) would list the flags without their help.
+    """
+    assert isinstance(shared, Task)
+    fresh = copy.copy(shared)
+    fresh.help = dict(shared.help)
+    return fresh
+
+
 def namespace(root: Path) -> Collection:
-    """The task collection for a project whose files (buildboxes/, shared/) are under ``root``."""
-    ns = Collection(
+    """The task collection for a project whose files (buildboxes/, shared/) are under ``root``.
+
+    Each call has its own Task objects: nothing invoke does with one collection changes another.
+    """
+    tasks = (
         list_boxes, check, fetch, bump, build, verify, sbom, sbom_diff, publish, release, ref,
         audit, verify_release, matrix, reproduce, doctor, lock, main, registry,
     )  # fmt: skip
+    ns = Collection(*(_own_copy(t) for t in tasks))
     ns.configure(
         {
             "buildbox": {**settings_stage.DEFAULTS, "root": str(root)},
