@@ -69,6 +69,7 @@ def tag_digest(registry: Registry, repository: str, tag: str, auth: Any = None) 
         headers={"Accept": MANIFEST_ACCEPT},
         auth=auth,
         timeout=10,
+        verify=registry.verify,
     )
     return answer.headers.get("Docker-Content-Digest") if answer.status_code == 200 else None
 

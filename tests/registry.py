@@ -24,15 +24,39 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class Tls:
+    """The registry's certificate and key, and the CA bundle that verifies them."""
+
+    certificate: Path
+    key: Path
+    ca_bundle: Path
+
+
+@dataclass(frozen=True)
+class TokenAuth:
+    """The registry's ``auth: token`` configuration: who issues tokens and what signs them."""
+
+    realm: str
+    service: str
+    issuer: str
+    root_certificates: Path
+
+
 @dataclass
 class Registry:
-    """One registry process with its own storage; ``start``/``stop`` may be called repeatedly."""
+    """One registry process with its own storage; ``start``/``stop`` may be called repeatedly.
+
+    Plain http without auth by default; htpasswd with ``username``/``password``; https with
+    ``tls``; bearer tokens from a token service with ``token_auth``."""
 
     workdir: Path
     username: str | None = None
     password: str | None = None
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    tls: Tls | None = None
+    token_auth: TokenAuth | None = None
 
     @property
     def host(self) -> str:
@@ -41,7 +65,12 @@ class Registry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def verify(self) -> str | bool:
+        """What requests checks the registry's certificate with."""
+        return str(self.tls.ca_bundle) if self.tls else True
 
     @property
     def auth(self) -> tuple[str, str] | None:
@@ -63,6 +92,21 @@ class Registry:
             "http:",
             f"  addr: {self.host}",
         ]
+        if self.tls:
+            lines += [
+                "  tls:",
+                f"    certificate: {self.tls.certificate}",
+                f"    key: {self.tls.key}",
+            ]
+        if self.token_auth:
+            lines += [
+                "auth:",
+                "  token:",
+                f"    realm: {self.token_auth.realm}",
+                f"    service: {self.token_auth.service}",
+                f"    issuer: {self.token_auth.issuer}",
+                f"    rootcertbundle: {self.token_auth.root_certificates}",
+            ]
         if self.auth:
             htpasswd = self.workdir / "htpasswd"
             subprocess.run(
@@ -94,7 +138,7 @@ class Registry:
                     f"{(self.workdir / 'registry.log').read_text()[-2000:]}"
                 )
             try:
-                answer = requests.get(f"{self.url}/v2/", timeout=1)
+                answer = requests.get(f"{self.url}/v2/", timeout=1, verify=self.verify)
                 if answer.status_code in (200, 401):
                     return self
             except requests.ConnectionError:

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from buildbox.errors import BuildboxError
+from buildbox.http import reason
 from buildbox.oci.credentials import Credentials, credentials_for
 from buildbox.oci.refs import Reference
-from buildbox.oci.registry import Registry, RegistryError
+from buildbox.oci.registry import Registry, RegistryError, open_registry
+from buildbox.settings import from_config
 
 SECRET = "s3cr3t-token-password"
 
@@ -127,3 +130,35 @@ def test_references() -> None:
     assert str(parsed) == "127.0.0.1:5000/buildbox/centos7:v3@sha256:" + "a" * 64
     with pytest.raises(Exception, match="does not name a registry host"):
         Reference.parse("centos:7")
+
+
+def test_a_ca_bundle_means_https_on_loopback_too(tmp_path: Path) -> None:
+    assert Registry("127.0.0.1:5000").base == "http://127.0.0.1:5000"
+    bundle = tmp_path / "ca.pem"
+    tls = Registry("127.0.0.1:5000", ca_bundle=bundle)
+    assert (tls.base, tls.verify) == ("https://127.0.0.1:5000", str(bundle))
+    assert Registry("ghcr.io").verify is True, "True: requests honours REQUESTS_CA_BUNDLE"
+
+
+def test_the_ca_bundle_setting_applies_to_the_publishing_registry_only(tmp_path: Path) -> None:
+    config = {"root": str(tmp_path), "registry": "127.0.0.1:5443/buildbox"}
+    settings = from_config({**config, "registry_ca_bundle": "certs/ca.pem"})
+    with pytest.raises(BuildboxError, match=r"registry_ca_bundle: certs/ca.pem is not a file"):
+        open_registry("127.0.0.1:5443", settings=settings)
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.pem").write_text("PEM\n")
+    with open_registry("127.0.0.1:5443", settings=settings) as publishing:
+        assert publishing.verify == str(tmp_path / "certs" / "ca.pem")
+    with open_registry("127.0.0.1:5000", settings=settings) as bases:
+        assert (bases.base, bases.verify) == ("http://127.0.0.1:5000", True)
+
+
+def test_an_untrusted_certificate_has_a_short_reason() -> None:
+    error = Exception(
+        "HTTPSConnectionPool(host='127.0.0.1', port=5443): Max retries exceeded with url: /v2/ "
+        "(Caused by SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] "
+        "certificate verify failed: self-signed certificate in certificate chain (_ssl.c:992)')))"
+    )
+    assert reason(error) == (
+        "its TLS certificate does not verify (self-signed certificate in certificate chain)"
+    )

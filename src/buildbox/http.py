@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,10 @@ def retrying_session(
 def reason(error: Exception) -> str:
     """A short human reason for a requests/urllib3 failure, without the nested reprs."""
     text = str(error)
+    if untrusted := re.search(r"certificate verify failed: ([^()]+?)\s*(?:\(|$)", text):
+        return f"its TLS certificate does not verify ({untrusted.group(1).strip()})"
+    if "CERTIFICATE_VERIFY_FAILED" in text or "hostname mismatch" in text.lower():
+        return "its TLS certificate does not verify"
     for marker, short in (
         ("IncompleteRead", "truncated body"),
         ("Connection reset", "connection reset"),

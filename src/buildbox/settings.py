@@ -67,6 +67,10 @@ class Settings:
     registry_chunk_mib: int = 16
     #: Blobs uploaded at once.
     registry_workers: int = 4
+    #: PEM file (relative to the project root) of the CAs the publishing registry's TLS
+    #: certificate is checked against; set, a loopback registry is reached over https too.
+    #: Empty: the system's CAs (or REQUESTS_CA_BUNDLE's).
+    registry_ca_bundle: str = ""
 
     @property
     def components_file(self) -> Path:
@@ -210,6 +214,7 @@ SPECS: dict[str, Spec] = {
     "registry_backoff": Spec(0.5, _number(float, 0)),
     "registry_chunk_mib": Spec(16, _number(int, 1)),
     "registry_workers": Spec(4, _number(int, 1)),
+    "registry_ca_bundle": Spec("", _text),
 }
 #: The ``buildbox`` section of invoke's configuration before invoke.yaml overrides it.
 DEFAULTS: dict[str, Any] = {name: spec.default for name, spec in SPECS.items()}

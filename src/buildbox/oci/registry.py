@@ -90,6 +90,7 @@ class Registry:
         credentials: Credentials | None = None,
         insecure: bool | None = None,
         timeout: float = 60,
+        ca_bundle: Path | None = None,
         policy: RetryPolicy = RetryPolicy(),
         chunk_size: int = 16 * 1024 * 1024,
     ) -> None:
@@ -100,7 +101,12 @@ class Registry:
         # Per thread: blobs may upload in parallel, each operation with its own time limit.
         self._state = threading.local()
         self.credentials = credentials
-        scheme = "http" if (is_plain_http(host) if insecure is None else insecure) else "https"
+        # A CA bundle means TLS, on loopback too (where plain http is otherwise assumed).
+        plain = is_plain_http(host) and ca_bundle is None if insecure is None else insecure
+        scheme = "http" if plain else "https"
+        #: What TLS certificates are checked against: the bundle, else the system's (True lets
+        #: requests honour REQUESTS_CA_BUNDLE).
+        self.verify: str | bool = str(ca_bundle) if ca_bundle else True
         # Docker Hub's images are named docker.io/...; its API answers at registry-1.docker.io.
         api_host = "registry-1.docker.io" if host in ("docker.io", "index.docker.io") else host
         self.base = f"{scheme}://{api_host}"
@@ -136,8 +142,15 @@ class Registry:
                 headers["Authorization"] = token
             try:
                 response = self.http.request(
-                    method, url, headers=headers, timeout=self._timeout(), **options
+                    method,
+                    url,
+                    headers=headers,
+                    timeout=self._timeout(),
+                    verify=self.verify,
+                    **options,
                 )
+            except requests.exceptions.SSLError as error:  # never better on a second try
+                raise RegistryError(self._untrusted(f"the registry {self.host}", error)) from None
             except requests.RequestException as error:
                 raise TransientError(
                     f"cannot reach the registry {self.host} ({method} "
@@ -216,11 +229,23 @@ class Registry:
             )
             try:
                 answer = self.http.get(
-                    fields["realm"], params=query, auth=auth, timeout=self.timeout
+                    fields["realm"],
+                    params=query,
+                    auth=auth,
+                    timeout=self.timeout,
+                    verify=self.verify,
                 )
-            except (KeyError, requests.RequestException):
+            except KeyError:
                 raise RegistryError(
-                    f"the registry {self.host} asked for a token, but its token service failed"
+                    f"the registry {self.host} asked for a token without naming its token service"
+                ) from None
+            except requests.exceptions.SSLError as error:
+                service = f"the token service of {self.host} ({fields['realm']})"
+                raise RegistryError(self._untrusted(service, error)) from None
+            except requests.RequestException as error:
+                raise RegistryError(
+                    f"the registry {self.host} asked for a token, but its token service "
+                    f"{fields['realm']} failed: {reason(error)}"
                 ) from None
             if answer.status_code != 200:
                 who = f" for user {self.credentials.username!r}" if self.credentials else ""
@@ -233,14 +258,28 @@ class Registry:
         else:
             raise RegistryError(f"the registry {self.host} asks for unsupported auth {kind!r}")
 
+    def _untrusted(self, what: str, error: Exception) -> str:
+        return (
+            f"{what} cannot be trusted: {reason(error)}; if a private CA signed its certificate, "
+            "set buildbox.registry_ca_bundle (or REQUESTS_CA_BUNDLE) to that CA's PEM file"
+        )
+
     def _explain(self, method: str, url: str, response: requests.Response) -> str:
         path = url.removeprefix(self.base)
         if response.status_code == 401:
-            who = (
-                f"the credentials for user {self.credentials.username!r}"
-                if self.credentials
-                else "anonymous access"
+            user = f"user {self.credentials.username!r}" if self.credentials else "anonymous access"
+            challenge = dict(
+                re.findall(r'(\w+)="([^"]*)"', response.headers.get("WWW-Authenticate", ""))
             )
+            if challenge.get("error") == "insufficient_scope":
+                # The token service answered, but without the access this request needs.
+                _, name, actions = (challenge.get("scope", "") + "::").split(":")[:3]
+                return (
+                    f"the registry {self.host} did not grant {user} {actions or 'the'} access "
+                    f"to {name or path} (HTTP 401 insufficient_scope on {method} {path}): ask "
+                    "its administrators for that permission, or publish where you have it"
+                )
+            who = f"the credentials for {user}" if self.credentials else user
             return f"the registry {self.host} refused {who} (HTTP 401 on {method} {path})"
         if response.status_code == 403:
             return f"the registry {self.host} denied {method} {path} (HTTP 403): no permission"
@@ -488,8 +527,29 @@ def open_registry(
     host = where.host if isinstance(where, Reference) else where
     if settings is None:
         return Registry(host, credentials_for(host), timeout=timeout)
+    ca_bundle = registry_ca_bundle(settings) if host == settings.registry.split("/")[0] else None
     policy = RetryPolicy(
         settings.registry_attempts, settings.registry_time_limit, settings.registry_backoff
     )
     chunk = settings.registry_chunk_mib * 1024 * 1024
-    return Registry(host, credentials_for(host), timeout=timeout, policy=policy, chunk_size=chunk)
+    return Registry(
+        host,
+        credentials_for(host),
+        timeout=timeout,
+        policy=policy,
+        chunk_size=chunk,
+        ca_bundle=ca_bundle,
+    )
+
+
+def registry_ca_bundle(settings: Settings) -> Path | None:
+    """The CA bundle the publishing registry's certificate is checked against, if one is set."""
+    if not settings.registry_ca_bundle:
+        return None
+    bundle = settings.root / settings.registry_ca_bundle
+    if not bundle.is_file():
+        raise BuildboxError(
+            f"invoke.yaml: buildbox.registry_ca_bundle: {settings.shown(bundle)} is not a file; "
+            "point it at the PEM file of the CA that signed the registry's certificate"
+        )
+    return bundle
