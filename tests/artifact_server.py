@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import socket
 import struct
+import sys
 import tarfile
 import threading
 import time
+import traceback
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 #: What a misbehaving artifact does instead of answering plainly.
 MODES = ("wrong-bytes", "truncate", "error-then-ok", "slow", "reset")
@@ -30,6 +35,42 @@ class Misbehaviour:
     times: int | None = None
     #: Requests seen since this misbehaviour was set.
     seen: int = 0
+
+
+@dataclass
+class Tally:
+    """What the server was asked while one tally was open: the counts of one test, which no
+    other test can clear or add to (a request is counted by the tallies open when it arrives)."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    #: Requests counted here that are still being answered, and the most there ever were.
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+
+class _Server(ThreadingHTTPServer):
+    """Keeps a request thread's exception off ``sys.stderr``.
+
+    socketserver prints it to whatever ``sys.stderr`` is when the thread fails, which may be a
+    later test's captured output (a stalled answer fails seconds after its test gave up).
+    """
+
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        #: Clients that hung up mid-answer: expected, the misbehaviour tests provoke it.
+        self.hangups = 0
+        #: Tracebacks of anything else: a bug in this server.
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            if isinstance(sys.exc_info()[1], ConnectionError):
+                self.hangups += 1
+            else:
+                self.errors.append(traceback.format_exc())
 
 
 def tarball(files: dict[str, str | bytes], executable: tuple[str, ...] = ()) -> bytes:
@@ -51,19 +92,20 @@ def tarball(files: dict[str, str | bytes], executable: tuple[str, ...] = ()) -> 
 
 
 class ArtifactServer:
-    """Serves ``/<name>`` for every added file; counts requests; misbehaves where told to."""
+    """Serves ``/<name>`` for every added file; counts requests in tallies; misbehaves where told.
+
+    One server lives for the whole session, so it keeps no count a test could reset for all:
+    a test opens a :meth:`tally` and asserts on that.
+    """
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.misbehaviours: dict[str, Misbehaviour] = {}
-        self.requests: Counter[str] = Counter()
         #: Seconds to wait before answering any request (a far-away upstream).
         self.latency = 0.0
-        self.in_flight = 0
-        self.max_in_flight = 0
+        self._tallies: list[Tally] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server(self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -87,15 +129,33 @@ class ArtifactServer:
             raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
         self.misbehaviours[name] = Misbehaviour(mode, **options)  # type: ignore[arg-type]
 
-    def reset_counts(self) -> None:
+    @contextlib.contextmanager
+    def tally(self) -> Iterator[Tally]:
+        """Count the requests that arrive until the block ends."""
+        counts = Tally()
         with self._lock:
-            self.requests.clear()
-            self.max_in_flight = self.in_flight
+            self._tallies.append(counts)
+        try:
+            yield counts
+        finally:
+            with self._lock:
+                self._tallies.remove(counts)
+
+    @property
+    def hangups(self) -> int:
+        """How many clients hung up before their answer was sent (so far, all tests together)."""
+        return self._server.hangups
+
+    @property
+    def errors(self) -> list[str]:
+        """Tracebacks of requests that failed for any other reason: bugs in this server."""
+        return self._server.errors
 
     def behave(self, name: str | None = None) -> None:
-        """Stop misbehaving (for one artifact, or all)."""
+        """Stop misbehaving (for one artifact, or all, and answer without latency again)."""
         if name is None:
             self.misbehaviours.clear()
+            self.latency = 0.0
         else:
             self.misbehaviours.pop(name, None)
 
@@ -117,19 +177,22 @@ class ArtifactServer:
                 """Quiet: tests assert on request counts, not logs."""
 
             def do_GET(self) -> None:
-                with server._lock:
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    self._answer()
-                finally:
-                    with server._lock:
-                        server.in_flight -= 1
-
-            def _answer(self) -> None:
                 name = self.path.lstrip("/").split("?", 1)[0]
                 with server._lock:
-                    server.requests[name] += 1
+                    counted_by = list(server._tallies)
+                    for counts in counted_by:
+                        counts.requests[name] += 1
+                        counts.in_flight += 1
+                        counts.max_in_flight = max(counts.max_in_flight, counts.in_flight)
+                try:
+                    self._answer(name)
+                finally:
+                    with server._lock:
+                        for counts in counted_by:
+                            counts.in_flight -= 1
+
+            def _answer(self, name: str) -> None:
+                with server._lock:
                     trouble = server.misbehaviours.get(name)
                     if trouble:
                         trouble.seen += 1

@@ -115,9 +115,15 @@ def artifact_server() -> Iterator[ArtifactServer]:
 
 @pytest.fixture
 def artifacts(artifact_server: ArtifactServer) -> Iterator[ArtifactServer]:
-    """The shared artifact server, behaving again after each test."""
+    """The shared artifact server, behaving again after each test.
+
+    A test counts requests with ``artifacts.tally()``: nothing it does resets another's counts.
+    """
+    errors_before = len(artifact_server.errors)
     yield artifact_server
     artifact_server.behave()
+    new_errors = artifact_server.errors[errors_before:]
+    assert not new_errors, "the artifact server failed:\n" + "".join(new_errors)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import tarfile
@@ -32,12 +33,44 @@ def test_tarballs_are_reproducible_and_real() -> None:
 
 
 def test_serves_the_file_and_counts_requests(artifacts: ArtifactServer, served: str) -> None:
-    before = artifacts.requests["tool-1.0.tar.gz"]
-    answer = requests.get(served, timeout=5)
-    assert answer.status_code == 200
-    assert answer.content == PAYLOAD
-    assert artifacts.requests["tool-1.0.tar.gz"] == before + 1
-    assert requests.get(artifacts.url("missing.tar.gz"), timeout=5).status_code == 404
+    with artifacts.tally() as seen:
+        answer = requests.get(served, timeout=5)
+        assert answer.status_code == 200
+        assert answer.content == PAYLOAD
+        assert seen.requests == {"tool-1.0.tar.gz": 1}
+        assert requests.get(artifacts.url("missing.tar.gz"), timeout=5).status_code == 404
+    assert seen.requests == {"tool-1.0.tar.gz": 1, "missing.tar.gz": 1}
+
+
+def test_a_tally_counts_only_what_arrives_while_it_is_open(
+    artifacts: ArtifactServer, served: str
+) -> None:
+    requests.get(served, timeout=5)
+    with artifacts.tally() as outer:
+        requests.get(served, timeout=5)
+        with artifacts.tally() as inner:
+            requests.get(served, timeout=5)
+        requests.get(served, timeout=5)
+    requests.get(served, timeout=5)
+    assert outer.requests == {"tool-1.0.tar.gz": 3}
+    assert inner.requests == {"tool-1.0.tar.gz": 1}
+    assert (outer.in_flight, inner.in_flight) == (0, 0)
+
+
+def test_a_client_hanging_up_is_counted_not_printed(artifacts: ArtifactServer) -> None:
+    """The server's threads outlive their test: a failure must not land in another test's stderr."""
+    url = artifacts.add("hang-up.bin", bytes(256 * 1024))  # 16 chunks
+    artifacts.misbehave("hang-up.bin", "slow", delay=0.01)
+    hangups = artifacts.hangups
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        with requests.get(url, timeout=5, stream=True) as answer:
+            assert answer.status_code == 200
+        deadline = time.monotonic() + 10
+        while artifacts.hangups == hangups and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert artifacts.hangups == hangups + 1
+    assert stderr.getvalue() == ""
 
 
 def test_wrong_bytes(artifacts: ArtifactServer, served: str) -> None:
@@ -54,10 +87,11 @@ def test_truncated_body(artifacts: ArtifactServer, served: str) -> None:
 
 
 def test_errors_then_success(artifacts: ArtifactServer, served: str) -> None:
-    artifacts.requests.clear()
     artifacts.misbehave("tool-1.0.tar.gz", "error-then-ok", errors=2)
-    statuses = [requests.get(served, timeout=5).status_code for _ in range(3)]
+    with artifacts.tally() as seen:
+        statuses = [requests.get(served, timeout=5).status_code for _ in range(3)]
     assert statuses == [503, 503, 200]
+    assert seen.requests == {"tool-1.0.tar.gz": 3}
 
 
 def test_slow(artifacts: ArtifactServer, served: str) -> None:

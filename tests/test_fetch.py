@@ -99,10 +99,10 @@ def test_cached_artifact_is_never_downloaded_again(
 ) -> None:
     want = serve(artifacts, "warm.tar.gz")
     Fetcher(fast, Recorder()).fetch_all([want])
-    before = artifacts.requests["warm.tar.gz"]
-    [again] = Fetcher(fast, Recorder()).fetch_all([want])
+    with artifacts.tally() as seen:
+        [again] = Fetcher(fast, Recorder()).fetch_all([want])
     assert again.source is None
-    assert artifacts.requests["warm.tar.gz"] == before
+    assert seen.requests == {}
 
 
 def test_corrupted_cache_entry_is_replaced(artifacts: ArtifactServer, fast: Settings) -> None:
@@ -119,7 +119,7 @@ def test_checksum_mismatch_names_everything_and_keeps_nothing(
 ) -> None:
     want = serve(artifacts, "tampered.tar.gz")
     artifacts.misbehave("tampered.tar.gz", "wrong-bytes")
-    with pytest.raises(DownloadError) as caught:
+    with artifacts.tally() as seen, pytest.raises(DownloadError) as caught:
         Fetcher(fast, Recorder()).fetch_all([want])
     message = str(caught.value)
     actual = hashlib.sha256(bytes(b ^ 0xFF for b in artifacts.files["tampered.tar.gz"])).hexdigest()
@@ -128,7 +128,7 @@ def test_checksum_mismatch_names_everything_and_keeps_nothing(
     assert f"expected {want.sha256}" in message
     assert f"got {actual}" in message
     assert "The file was discarded" in message
-    assert artifacts.requests["tampered.tar.gz"] == 1, "a mismatch must not be retried"
+    assert seen.requests == {"tampered.tar.gz": 1}, "a mismatch must not be retried"
     assert cache_contents(fast) == []
     assert list((fast.cache_dir / "tmp").iterdir()) == []
 
@@ -155,9 +155,10 @@ def test_transient_failures_are_retried(
     name = f"flaky-{mode}-{options.get('status', 0)}.tar.gz"
     want = serve(artifacts, name)
     artifacts.misbehave(name, mode, **options)
-    [result] = Fetcher(fast, Recorder()).fetch_all([want])
+    with artifacts.tally() as seen:
+        [result] = Fetcher(fast, Recorder()).fetch_all([want])
     assert hashlib.sha256(result.path.read_bytes()).hexdigest() == want.sha256
-    assert artifacts.requests[name] == 3
+    assert seen.requests == {name: 3}
 
 
 @pytest.mark.parametrize(
@@ -174,21 +175,24 @@ def test_persistent_failures_give_up_with_a_clear_error(
     name = f"down-{mode}.tar.gz"
     want = serve(artifacts, name)
     artifacts.misbehave(name, mode, errors=100)
-    with pytest.raises(DownloadError, match="could not fetch 1 of 1 artifacts") as caught:
+    with (
+        artifacts.tally() as seen,
+        pytest.raises(DownloadError, match="could not fetch 1 of 1 artifacts") as caught,
+    ):
         Fetcher(fast, Recorder()).fetch_all([want])
     assert f"down-{mode} 1.0 (linux/amd64): {want.url}: " in str(caught.value)
     assert reason in str(caught.value)
-    assert artifacts.requests[name] == 4, "bounded: one try and three retries"
+    assert seen.requests == {name: 4}, "bounded: one try and three retries"
     assert cache_contents(fast) == []
 
 
 def test_client_error_fails_at_once(artifacts: ArtifactServer, fast: Settings) -> None:
     want = Wanted("ghost", "1.0", "linux/amd64", artifacts.url("ghost.tar.gz"), "0" * 64)
-    with pytest.raises(DownloadError) as caught:
+    with artifacts.tally() as seen, pytest.raises(DownloadError) as caught:
         Fetcher(fast, Recorder()).fetch_all([want])
     assert "HTTP 404 Not Found (check the URL in shared/components.yaml: " in str(caught.value)
     assert "components.ghost.artifacts.linux/amd64.url" in str(caught.value)
-    assert artifacts.requests["ghost.tar.gz"] == 1
+    assert seen.requests == {"ghost.tar.gz": 1}
 
 
 def test_slow_server_is_fine_but_a_stalled_one_times_out(
@@ -213,9 +217,10 @@ def test_mirror_is_tried_first(artifacts: ArtifactServer, fast: Settings) -> Non
     mirrored = dataclasses.replace(
         fast, mirrors=((artifacts.base_url + "/", (artifacts.base_url + "/mirror/",)),)
     )
-    [result] = Fetcher(mirrored, Recorder()).fetch_all([want])
+    with artifacts.tally() as seen:
+        [result] = Fetcher(mirrored, Recorder()).fetch_all([want])
     assert result.source == artifacts.url("mirror/mirrored.tar.gz")
-    assert artifacts.requests["mirrored.tar.gz"] == 0
+    assert seen.requests == {"mirror/mirrored.tar.gz": 1}
 
 
 def test_missing_on_the_mirror_falls_back_to_upstream(
@@ -225,9 +230,10 @@ def test_missing_on_the_mirror_falls_back_to_upstream(
     mirrored = dataclasses.replace(
         fast, mirrors=((artifacts.base_url + "/", (artifacts.base_url + "/void/",)),)
     )
-    [result] = Fetcher(mirrored, Recorder()).fetch_all([want])
+    with artifacts.tally() as seen:
+        [result] = Fetcher(mirrored, Recorder()).fetch_all([want])
     assert result.source == want.url
-    assert artifacts.requests["void/upstream-only.tar.gz"] == 1
+    assert seen.requests == {"void/upstream-only.tar.gz": 1, "upstream-only.tar.gz": 1}
 
 
 def test_a_mirror_serving_other_bytes_is_a_mismatch_not_a_fallback(
@@ -238,9 +244,12 @@ def test_a_mirror_serving_other_bytes_is_a_mismatch_not_a_fallback(
     mirrored = dataclasses.replace(
         fast, mirrors=((artifacts.base_url + "/", (artifacts.base_url + "/evil/",)),)
     )
-    with pytest.raises(DownloadError, match=r"sha256 mismatch for .*/evil/poisoned\.tar\.gz"):
+    with (
+        artifacts.tally() as seen,
+        pytest.raises(DownloadError, match=r"sha256 mismatch for .*/evil/poisoned\.tar\.gz"),
+    ):
         Fetcher(mirrored, Recorder()).fetch_all([want])
-    assert artifacts.requests["poisoned.tar.gz"] == 0
+    assert seen.requests == {"evil/poisoned.tar.gz": 1}, "never upstream, never retried"
 
 
 def test_offline_touches_no_network_and_lists_every_missing_artifact(
@@ -248,28 +257,26 @@ def test_offline_touches_no_network_and_lists_every_missing_artifact(
 ) -> None:
     present, absent1, absent2 = (serve(artifacts, f"off{i}.tar.gz") for i in range(3))
     Fetcher(fast, Recorder()).fetch_all([present])
-    artifacts.reset_counts()
-    with pytest.raises(DownloadError) as caught:
-        Fetcher(fast, Recorder()).fetch_all([present, absent1, absent2], offline=True)
+    with artifacts.tally() as seen:
+        with pytest.raises(DownloadError) as caught:
+            Fetcher(fast, Recorder()).fetch_all([present, absent1, absent2], offline=True)
+        [result] = Fetcher(fast, Recorder()).fetch_all([present], offline=True)
     message = str(caught.value)
     assert "--offline: 2 artifact(s) are not in the cache" in message
     assert absent1.url in message
     assert absent2.url in message
     assert present.url not in message
-    assert sum(artifacts.requests.values()) == 0
-    [result] = Fetcher(fast, Recorder()).fetch_all([present], offline=True)
     assert result.source is None
+    assert seen.requests == {}
 
 
 def test_artifacts_download_in_parallel(artifacts: ArtifactServer, fast: Settings) -> None:
     wanted = [serve(artifacts, f"par{i}.tar.gz") for i in range(4)]
-    artifacts.reset_counts()
-    artifacts.latency = 0.3
-    try:
+    artifacts.latency = 0.3  # the artifacts fixture restores it
+    with artifacts.tally() as seen:
         Fetcher(dataclasses.replace(fast, fetch_workers=4), Recorder()).fetch_all(wanted)
-    finally:
-        artifacts.latency = 0.0
-    assert artifacts.max_in_flight >= 2
+    assert seen.requests == {f"par{i}.tar.gz": 1 for i in range(4)}
+    assert seen.max_in_flight >= 2
 
 
 def test_every_failure_is_reported_together(artifacts: ArtifactServer, fast: Settings) -> None:
