@@ -116,7 +116,73 @@ class TerminalProgress(LogProgress):
             self.stream.flush()
 
 
+def _interactive(stream: TextIO) -> bool:
+    return stream.isatty() and os.environ.get("TERM") != "dumb" and not os.environ.get("CI")
+
+
 def fetch_progress(stream: TextIO, total_files: int) -> LogProgress:
     """A redrawn status line on an interactive terminal, plain lines anywhere else (CI, pipes)."""
-    interactive = stream.isatty() and os.environ.get("TERM") != "dumb" and not os.environ.get("CI")
-    return TerminalProgress(stream, total_files) if interactive else LogProgress(stream)
+    return TerminalProgress(stream, total_files) if _interactive(stream) else LogProgress(stream)
+
+
+class UploadLog:
+    """Publishing's lines (one per blob uploaded or mounted), as they are: for CI logs, pipes."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def line(self, text: str) -> None:
+        with self._lock:
+            print(text, file=self.stream, flush=True)
+
+    def sent(self, digest: str, done: int, total: int) -> None:
+        """Plain logs do not show bytes as they go."""
+
+
+class TerminalUploads(UploadLog):
+    """On a terminal: the same lines, under a status line of the blobs in flight (bytes sent,
+    the rate), redrawn when a blob starts or ends and at most ten times a second as bytes go;
+    gone when none is in flight."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.flight: dict[str, tuple[int, int]] = {}  # digest -> (bytes sent, size)
+        self._started = time.monotonic()
+        self._drawn = 0.0
+
+    def line(self, text: str) -> None:
+        with self._lock:
+            self.stream.write("\r\033[K" + text + "\n")
+            self._draw()
+
+    def sent(self, digest: str, done: int, total: int) -> None:
+        with self._lock:
+            if not self.flight:
+                self._started = time.monotonic()
+            changed = digest not in self.flight or done >= total  # a blob started or ended
+            if done >= total:
+                self.flight.pop(digest, None)
+            else:
+                self.flight[digest] = (done, total)
+            if changed or time.monotonic() - self._drawn > 0.1:
+                self._draw()
+
+    def _draw(self) -> None:
+        if not self.flight:
+            self.stream.write("\r\033[K")
+        else:
+            done = sum(sent for sent, _ in self.flight.values())
+            total = sum(size for _, size in self.flight.values())
+            rate = done / max(time.monotonic() - self._started, 1e-3)
+            self.stream.write(
+                f"\r\033[Kuploading: {len(self.flight)} blob(s), {size(done)} of {size(total)}, "
+                f"{size(int(rate))}/s"
+            )
+        self.stream.flush()
+        self._drawn = time.monotonic()
+
+
+def upload_progress(stream: TextIO) -> UploadLog:
+    """Publishing's progress: a status line on an interactive terminal, plain lines elsewhere."""
+    return TerminalUploads(stream) if _interactive(stream) else UploadLog(stream)

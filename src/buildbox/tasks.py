@@ -474,10 +474,11 @@ def publish(ctx: Context, box: str, dev: bool = False) -> None:
 
     settings = _settings(ctx)
     project = project_stage.load(settings, box=box)
+    shown = output.upload_progress(sys.stdout)
     with Engine.connect() as engine:
         outcome = publish_box(
             project, project.box(box), engine=engine, revision=revision(settings.root), dev=dev,
-            log=print,
+            log=shown.line, progress=shown.sent,
         )  # fmt: skip
     published = outcome.published
     state = "published" if published.tagged_now else "already published (unchanged)"
@@ -506,9 +507,11 @@ def release(ctx: Context, box: str, builder: str | None = None) -> None:
     chosen = project.box(box)
     artifacts = len(chosen.components) * len(chosen.platforms)
     with _engine_and_fetcher(settings, artifacts) as (engine, fetcher):
+        shown = output.upload_progress(sys.stdout)
         done, new = release_box(
-            project, chosen, engine=engine, fetcher=fetcher, revision=revision(settings.root)
-        )
+            project, chosen, engine=engine, fetcher=fetcher, revision=revision(settings.root),
+            log=shown.line, progress=shown.sent,
+        )  # fmt: skip
     if new:
         print(f"released {done.reference}")
         if settings.signing_key:
@@ -695,7 +698,11 @@ def main(ctx: Context, box: str) -> None:
     source = revision(settings.root)
     artifacts = len(chosen.components) * len(chosen.platforms)
     with _engine_and_fetcher(settings, artifacts) as (engine, fetcher):
-        done, new = release_box(project, chosen, engine=engine, fetcher=fetcher, revision=source)
+        shown = output.upload_progress(sys.stdout)
+        done, new = release_box(
+            project, chosen, engine=engine, fetcher=fetcher, revision=source, log=shown.line,
+            progress=shown.sent,
+        )  # fmt: skip
         for platform in chosen.platforms:
             image = local_tags(settings.registry, chosen, platform, source)[0]
             report = verify_image(engine, project, chosen, image)

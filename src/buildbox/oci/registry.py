@@ -273,7 +273,10 @@ class Registry:
             )
             if challenge.get("error") == "insufficient_scope":
                 # The token service answered, but without the access this request needs.
-                _, name, actions = (challenge.get("scope", "") + "::").split(":")[:3]
+                _, name, asked = (challenge.get("scope", "") + "::").split(":")[:3]
+                actions = ",".join(sorted(asked.split(","))).strip(
+                    ","
+                )  # the registry's order varies
                 return (
                     f"the registry {self.host} did not grant {user} {actions or 'the'} access "
                     f"to {name or path} (HTTP 401 insufficient_scope on {method} {path}): ask "
@@ -368,15 +371,24 @@ class Registry:
 
         return self.retrying(f"GET blob {digest} from {repository}", get)
 
-    def upload_blob(self, repository: str, digest: str, source: Path | bytes) -> bool:
+    def upload_blob(
+        self,
+        repository: str,
+        digest: str,
+        source: Path | bytes,
+        sent: Callable[[int], None] | None = None,
+    ) -> bool:
         """Upload a blob (in chunks when large), unless the registry already has it: whether it
-        was uploaded. A failed attempt starts a new upload session."""
+        was uploaded. A failed attempt starts a new upload session. ``sent`` is told the bytes
+        of this blob the registry has taken so far (it may go back when an attempt restarts)."""
         return self.retrying(
             f"uploading {digest} to {repository}",
-            lambda: self._upload_blob(repository, digest, source),
+            lambda: self._upload_blob(repository, digest, source, sent or _ignore),
         )
 
-    def _upload_blob(self, repository: str, digest: str, source: Path | bytes) -> bool:
+    def _upload_blob(
+        self, repository: str, digest: str, source: Path | bytes, sent: Callable[[int], None]
+    ) -> bool:
         if self.has_blob(repository, digest):
             return False
         start = self._request(
@@ -385,11 +397,11 @@ class Registry:
         location = self._absolute(start.headers["Location"])
         size = len(source) if isinstance(source, bytes) else source.stat().st_size
         if size > self.chunk_size:
-            location = self._upload_chunks(repository, location, source, size)
+            location = self._upload_chunks(repository, location, source, size, sent)
             source = b""  # the closing PUT carries no data
         with _opened(source) as stream:
             # Empty as bytes, so that requests sends Content-Length: 0 rather than chunks.
-            data: IO[bytes] | bytes = stream if source else b""
+            data: IO[bytes] | _Counted | bytes = _Counted(stream, sent) if source else b""
             self._request(
                 "PUT",
                 _with_query(location, f"digest={digest}"),
@@ -398,6 +410,7 @@ class Registry:
                 data=data,
                 headers={"Content-Type": "application/octet-stream"},
             )
+        sent(size)
         return True
 
     def mount_blob(self, repository: str, digest: str, source_repository: str) -> bool:
@@ -415,7 +428,12 @@ class Registry:
         return response.status_code == 201
 
     def _upload_chunks(
-        self, repository: str, location: str, source: Path | bytes, size: int
+        self,
+        repository: str,
+        location: str,
+        source: Path | bytes,
+        size: int,
+        sent: Callable[[int], None],
     ) -> str:
         """PATCH ``source`` in chunks of ``chunk_size`` (memory stays bounded by one chunk); after
         a transient failure, ask the registry how much it has and go on from there. Returns the
@@ -442,6 +460,7 @@ class Registry:
                     continue
                 location = self._absolute(response.headers.get("Location", location))
                 offset = _range_end(response.headers.get("Range"), offset + len(chunk) - 1) + 1
+                sent(offset)
         return location
 
     def _upload_status(self, repository: str, location: str) -> tuple[str, int]:
@@ -510,6 +529,35 @@ def _pull(repository: str) -> str:
 
 def _push(repository: str) -> str:
     return f"repository:{repository}:pull,push"
+
+
+def _ignore(count: int) -> None:
+    """Nobody is told the bytes sent."""
+
+
+class _Counted:
+    """A stream that tells ``sent`` how far requests has read it (at most once a MiB): bytes
+    sent, for progress. Seekable, so that requests can measure it and repeat it after a 401."""
+
+    def __init__(self, stream: IO[bytes], sent: Callable[[int], None]) -> None:
+        self.stream = stream
+        self.reported = 0
+        self.sent = sent
+
+    def read(self, count: int = -1) -> bytes:
+        data = self.stream.read(count)
+        position = self.stream.tell()
+        if position - self.reported >= 1024 * 1024:
+            self.reported = position
+            self.sent(position)
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.reported = 0
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.stream.tell()
 
 
 @contextmanager

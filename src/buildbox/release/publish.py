@@ -89,6 +89,8 @@ def tag_state(where: str, existing: str | None, digest: str) -> bool:
 
 #: What a registry answers to a manifest whose blobs it does not have (yet, or any more).
 BLOBS_MISSING = frozenset({"BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"})
+#: Told (blob digest, bytes sent, its size) as an upload goes: output.UploadLog.sent.
+Progress = Callable[[str, int, int], None]
 
 
 def push_blobs(
@@ -99,10 +101,11 @@ def push_blobs(
     workers: int = 4,
     mounts: Mapping[str, str] | None = None,
     log: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Each blob the registry lacks: mounted from another repository of the registry that has
     it (``mounts``: digest -> repository), else uploaded; ``workers`` at once. ``log`` gets a
-    line per blob mounted or uploaded (size, time, rate)."""
+    line per blob mounted or uploaded (size, time, rate), ``progress`` the bytes as they go."""
 
     def one(digest: str, source: Path | bytes) -> None:
         origin = (mounts or {}).get(digest)
@@ -112,8 +115,9 @@ def push_blobs(
                 log(f"mounted {digest[:19]} from {origin}")
             return
         started = time.monotonic()
-        if registry.upload_blob(repository, digest, source) and log:
-            count = len(source) if isinstance(source, bytes) else source.stat().st_size
+        count = len(source) if isinstance(source, bytes) else source.stat().st_size
+        sent = (lambda done: progress(digest, done, count)) if progress else None
+        if registry.upload_blob(repository, digest, source, sent) and log:
             seconds = max(time.monotonic() - started, 1e-3)
             log(
                 f"uploaded {digest[:19]} ({output.size(count)}) in {seconds:.1f} s "
@@ -133,6 +137,7 @@ def push_image(
     workers: int = 4,
     mounts: Mapping[str, str] | None = None,
     log: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Blobs first (skipping those the registry has), then the manifest by digest.
 
@@ -143,7 +148,10 @@ def push_image(
     blobs: list[tuple[str, Path | bytes]] = [(digest_of(image.config), image.config)]
     blobs += [(layer.digest, layer.path) for layer in image.layers]
     for attempt in range(3):
-        push_blobs(registry, repository, blobs, workers=workers, mounts=mounts, log=log)
+        push_blobs(
+            registry, repository, blobs, workers=workers, mounts=mounts, log=log,
+            progress=progress,
+        )  # fmt: skip
         try:
             registry.put_manifest(repository, image.digest, image.manifest, OCI_MANIFEST)
             return
@@ -220,6 +228,7 @@ def publish(
     workers: int = 4,
     mounts: Mapping[str, str] | None = None,
     log: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> Published:
     """Push every platform image and its SBOM, the index if several, then the tag; re-read it.
 
@@ -233,7 +242,10 @@ def publish(
     already = tag_state(where, existing, digest)
     platforms = {}
     for entry in images:
-        push_image(registry, repository, entry.image, workers=workers, mounts=mounts, log=log)
+        push_image(
+            registry, repository, entry.image, workers=workers, mounts=mounts, log=log,
+            progress=progress,
+        )  # fmt: skip
         platforms[entry.platform] = (
             entry.image.digest,
             attach_sbom(
@@ -314,6 +326,7 @@ def publish_box(
     signer: Callable[[dict[str, str]], Callable[[str, str, dict[str, str]], None] | None]
     | None = None,
     log: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> Outcome:
     """Verify every platform's local image, then push them, their SBOMs and the tag.
 
@@ -333,7 +346,7 @@ def publish_box(
         published = publish(
             registry, target.repository, tag, images, revision.timestamp, immutable=not dev,
             sign=signer(texts) if signer else None, workers=project.settings.registry_workers,
-            mounts=released_blobs(registry, project, target), log=log,
+            mounts=released_blobs(registry, project, target), log=log, progress=progress,
         )  # fmt: skip
     return Outcome(published, texts)
 

@@ -19,7 +19,7 @@ from buildbox.errors import BuildboxError
 from buildbox.fetch import Fetcher
 from buildbox.release import record, signing
 from buildbox.release.audit import audit_release
-from buildbox.release.publish import publish_box
+from buildbox.release.publish import Progress, publish_box
 from buildbox.sbom import cyclonedx
 from buildbox.sbom.naming import COMMITTED_DIR
 from buildbox.source import Revision
@@ -36,6 +36,7 @@ def release_box(
     fetcher: Fetcher,
     revision: Revision,
     log: Callable[[str], None] = print,
+    progress: Progress | None = None,
 ) -> tuple[record.Release, bool]:
     """The one push-button: build, verify, SBOM, publish, record. (release, whether new)."""
     releases = record.load(project.settings.root)
@@ -78,6 +79,7 @@ def release_box(
     outcome = publish_box(
         project, box, engine=engine, revision=revision,
         signer=lambda sboms: signing.signer(project, box, revision, digest, sboms), log=log,
+        progress=progress,
     )  # fmt: skip
     platforms = {}
     for platform, text in outcome.sboms.items():
