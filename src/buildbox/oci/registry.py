@@ -274,9 +274,8 @@ class Registry:
             if challenge.get("error") == "insufficient_scope":
                 # The token service answered, but without the access this request needs.
                 _, name, asked = (challenge.get("scope", "") + "::").split(":")[:3]
-                actions = ",".join(sorted(asked.split(","))).strip(
-                    ","
-                )  # the registry's order varies
+                # Sorted: the registry lists the actions in no fixed order.
+                actions = ",".join(sorted(a for a in asked.split(",") if a))
                 return (
                     f"the registry {self.host} did not grant {user} {actions or 'the'} access "
                     f"to {name or path} (HTTP 401 insufficient_scope on {method} {path}): ask "
