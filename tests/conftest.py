@@ -31,6 +31,43 @@ REQUIRE_DOCKER = os.environ.get("BUILDBOX_REQUIRE_DOCKER") == "1"
 #: Fixtures for tests that publish (a git repository pointed at the test registry).
 pytest_plugins = ["publishing"]
 BUSYBOX = Path("/bin/busybox")
+#: This test session. The engine is shared (another session, a developer's own images): the
+#: session removes only images it can tell are its own, see :func:`made_by_this_session`.
+SESSION = uuid.uuid4().hex[:12]
+SESSION_LABEL = "buildbox.test-session"
+#: Labels for every image the harness builds itself.
+SESSION_LABELS = {SESSION_LABEL: SESSION}
+#: The repositories of the base images this session pushed (to its own registry, on a port of
+#: its own); the toolkit labels each image it builds with the name of its base.
+SESSION_BASES: set[str] = set()
+#: The local ids of those base images: the classic builder's untagged intermediate images (no
+#: labels) descend from them.
+SESSION_BASE_IDS: set[str] = set()
+BASE_NAME_LABEL = "org.opencontainers.image.base.name"
+
+
+def made_by_this_session(labels: dict[str, str]) -> bool:
+    """Whether an image with these labels was built by this session: by the harness (its
+    session label), or by the toolkit from one of this session's base images."""
+    base = labels.get(BASE_NAME_LABEL, "")
+    return labels.get(SESSION_LABEL) == SESSION or any(
+        base.startswith((f"{repository}@", f"{repository}:")) for repository in SESSION_BASES
+    )
+
+
+def this_sessions_images(entries: list[dict[str, Any]]) -> set[str]:
+    """The ids, among the engine's ``entries`` (``images(all=True)``), of this session's images:
+    labelled as such, or descending from one (the session's base images are unique to it, so no
+    other session builds on them; their own ancestors may be shared and are never counted)."""
+    ours = set(SESSION_BASE_IDS) | {
+        entry["Id"] for entry in entries if made_by_this_session(entry.get("Labels") or {})
+    }
+    grew = True
+    while grew:
+        found = {entry["Id"] for entry in entries if entry.get("ParentId") in ours} - ours
+        ours |= found
+        grew = bool(found)
+    return ours
 
 
 #: Variables a developer's shell may export that change what the toolkit does: no test inherits
@@ -66,11 +103,18 @@ def docker_client() -> Iterator[Any]:
         missing(f"no Docker engine: {error}")
     before = set(client.api.images(all=True, quiet=True))
     yield client
-    # Builds leave untagged intermediate images; remove the ones this session made, and only those.
-    for image_id in client.api.images(filters={"dangling": True}, quiet=True):
-        if image_id not in before:
-            with contextlib.suppress(docker.errors.APIError):
-                client.images.remove(image_id)
+    # A rebuild leaves the image it replaces untagged, the classic builder its intermediate
+    # images: remove the ones this session made, and only those (another process's untagged
+    # images on this engine are not ours to remove).
+    ours = this_sessions_images(client.api.images(all=True))
+    removed = True
+    while removed:  # an intermediate image can go only once the image built on it has gone
+        removed = False
+        for image_id in client.api.images(filters={"dangling": True}, quiet=True):
+            if image_id in ours and image_id not in before:
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(image_id)
+                    removed = True
     client.close()
 
 
@@ -137,6 +181,12 @@ class BaseImage:
         return f"{self.repository}@{self.digest}"
 
 
+def session_base(repository: str, digest: str) -> BaseImage:
+    """A base image this session pushed: what the toolkit builds on it is this session's."""
+    SESSION_BASES.add(repository)
+    return BaseImage(repository, digest)
+
+
 @pytest.fixture(scope="session")
 def busybox_base(
     docker_client: Any, registry: Registry, tmp_path_factory: pytest.TempPathFactory
@@ -153,10 +203,12 @@ def busybox_base(
         'RUN ["/bin/busybox", "--install", "-s"]\n'
     )
     repository = f"{registry.host}/busybox-base"
-    docker_client.images.build(
-        path=str(context), tag=f"{repository}:latest", network_mode="none", rm=True
-    )
-    base = BaseImage(repository, push(docker_client, repository, "latest"))
+    image, _ = docker_client.images.build(
+        path=str(context), tag=f"{repository}:latest", network_mode="none", rm=True,
+        labels=SESSION_LABELS,
+    )  # fmt: skip
+    SESSION_BASE_IDS.add(image.id)
+    base = session_base(repository, push(docker_client, repository, "latest"))
     yield base
     # The registry's port differs every run: leave no name behind that points at a dead registry.
     for name in (f"{repository}:latest", base.ref):
@@ -203,13 +255,15 @@ def multiarch_base(
         context = tmp_path_factory.mktemp(f"base-{arch}")
         shutil.copy(busybox, context / "busybox")
         (context / "Dockerfile").write_text(BASE_DOCKERFILE)
-        docker_client.images.build(
+        image, _ = docker_client.images.build(
             path=str(context),
             tag=f"{repository}:{arch}",
             network_mode="none",
             platform=platform,
             rm=True,
+            labels=SESSION_LABELS,
         )
+        SESSION_BASE_IDS.add(image.id)
         digest = push(docker_client, repository, arch)
         found = client.get_manifest("multiarch-base", digest)
         assert found is not None
@@ -220,7 +274,7 @@ def multiarch_base(
     index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
     client.put_manifest("multiarch-base", "latest", index, OCI_INDEX)
     client.close()
-    yield BaseImage(repository, "sha256:" + hashlib.sha256(index).hexdigest())
+    yield session_base(repository, "sha256:" + hashlib.sha256(index).hexdigest())
     for arch in ("amd64", "arm64"):
         with contextlib.suppress(docker.errors.APIError):
             docker_client.images.remove(f"{repository}:{arch}")
@@ -256,8 +310,9 @@ def debian_image(
         )  # fmt: skip
         partial.replace(tarball)
     repository = f"{registry.host}/{name}"
+    # Not in SESSION_BASE_IDS: the same tarball is the same image id in every session.
     docker_client.api.import_image_from_file(str(tarball), repository=repository, tag="bookworm")
-    return BaseImage(repository, push(docker_client, repository, "bookworm"))
+    return session_base(repository, push(docker_client, repository, "bookworm"))
 
 
 def remove_image(docker_client: Any, base: BaseImage) -> None:

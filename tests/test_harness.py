@@ -11,7 +11,7 @@ import docker.errors
 import pytest
 import requests
 
-from conftest import BaseImage
+from conftest import SESSION_LABELS, BaseImage
 from registry import Registry, push
 
 pytestmark = pytest.mark.integration
@@ -43,8 +43,9 @@ def test_build_push_and_pull_back_by_digest(
     )
     repository = f"{registry.host}/smoke"
     image, _ = docker_client.images.build(
-        path=str(tmp_path), tag=f"{repository}:test", network_mode="none", rm=True
-    )
+        path=str(tmp_path), tag=f"{repository}:test", network_mode="none", rm=True,
+        labels=SESSION_LABELS,
+    )  # fmt: skip
     digest = push(docker_client, repository, "test")
     docker_client.images.remove(image.id, force=True)
     with pytest.raises(docker.errors.ImageNotFound):
