@@ -128,7 +128,7 @@ def test_references() -> None:
         "v3",
     )
     assert str(parsed) == "127.0.0.1:5000/buildbox/centos7:v3@sha256:" + "a" * 64
-    with pytest.raises(Exception, match="does not name a registry host"):
+    with pytest.raises(BuildboxError, match="does not name a registry host"):
         Reference.parse("centos:7")
 
 
