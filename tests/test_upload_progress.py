@@ -6,12 +6,15 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from buildbox.digests import digest_of
 from buildbox.oci.registry import Registry as Client
+from buildbox.oci.registry import RegistryError
 from buildbox.output import TerminalUploads, UploadLog, upload_progress
+from buildbox.release.publish import push_blobs
 from registry import Registry
 
 MIB = 1024 * 1024
@@ -41,6 +44,9 @@ def test_a_terminal_shows_blobs_in_flight_and_ci_gets_plain_lines(
     shown.sent("sha256:bb", 4 * MIB, 4 * MIB)
     assert terminal.getvalue().endswith("\r\033[K"), "no status line once nothing is in flight"
 
+    shown.sent("sha256:cc", 2 * MIB, 4 * MIB)
+    assert "uploading: 1 blob(s), 2.0 MiB of 4.0 MiB" in terminal.getvalue().rsplit("\r", 1)[-1]
+
     monkeypatch.setenv("CI", "true")
     plain = Terminal()
     logged = upload_progress(plain)
@@ -69,3 +75,24 @@ def test_the_client_reports_bytes_the_registry_took(
         assert reported == [2 * MIB, 4 * MIB, size, size]
     else:
         assert len(reported) >= 5, "about once a MiB while requests reads the file"
+
+
+class FailingRegistry:
+    """A registry whose upload takes some bytes, then fails for good."""
+
+    def has_blob(self, repository: str, digest: str) -> bool:
+        return False
+
+    def upload_blob(self, repository: str, digest: str, source: bytes, sent: Any) -> bool:
+        sent(10)
+        raise RegistryError("the registry gave up")
+
+
+def test_a_failed_upload_leaves_no_blob_in_flight() -> None:
+    told: list[tuple[str, int, int]] = []
+    with pytest.raises(RegistryError):
+        push_blobs(
+            FailingRegistry(),  # type: ignore[arg-type]
+            "repo", [("sha256:aa", b"x" * 20)], progress=lambda *event: told.append(event),
+        )  # fmt: skip
+    assert told == [("sha256:aa", 10, 20), ("sha256:aa", 20, 20)]

@@ -149,6 +149,7 @@ class TerminalUploads(UploadLog):
         super().__init__(stream)
         self.flight: dict[str, tuple[int, int]] = {}  # digest -> (bytes sent, size)
         self._started = time.monotonic()
+        self._landed = 0  # bytes of the blobs that ended since the status line appeared
         self._drawn = 0.0
 
     def line(self, text: str) -> None:
@@ -159,9 +160,10 @@ class TerminalUploads(UploadLog):
     def sent(self, digest: str, done: int, total: int) -> None:
         with self._lock:
             if not self.flight:
-                self._started = time.monotonic()
+                self._started, self._landed = time.monotonic(), 0
             changed = digest not in self.flight or done >= total  # a blob started or ended
             if done >= total:
+                self._landed += total if digest in self.flight else 0
                 self.flight.pop(digest, None)
             else:
                 self.flight[digest] = (done, total)
@@ -174,7 +176,7 @@ class TerminalUploads(UploadLog):
         else:
             done = sum(sent for sent, _ in self.flight.values())
             total = sum(size for _, size in self.flight.values())
-            rate = done / max(time.monotonic() - self._started, 1e-3)
+            rate = (self._landed + done) / max(time.monotonic() - self._started, 1e-3)
             self.stream.write(
                 f"\r\033[Kuploading: {len(self.flight)} blob(s), {size(done)} of {size(total)}, "
                 f"{size(int(rate))}/s"

@@ -117,7 +117,12 @@ def push_blobs(
         started = time.monotonic()
         count = len(source) if isinstance(source, bytes) else source.stat().st_size
         sent = (lambda done: progress(digest, done, count)) if progress else None
-        if registry.upload_blob(repository, digest, source, sent) and log:
+        try:
+            uploaded = registry.upload_blob(repository, digest, source, sent)
+        finally:
+            if progress:  # no longer in flight, whatever happened
+                progress(digest, count, count)
+        if uploaded and log:
             seconds = max(time.monotonic() - started, 1e-3)
             log(
                 f"uploaded {digest[:19]} ({output.size(count)}) in {seconds:.1f} s "
