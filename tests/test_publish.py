@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 import time
@@ -194,6 +195,11 @@ def test_release_record_ref_check_and_audit(
     root = publishing.root
     released = run_cli(root, "release", "--box=fixture")
     assert released.returncode == 0, released.stdout + released.stderr
+    # The long step between build and upload is announced, then summed up.
+    assert "preparing linux/amd64: verifying, exporting and compressing" in released.stdout
+    assert re.search(
+        r"prepared linux/amd64: \d+ layers, [\d.]+ \w*B compressed, in [\d.]+ s", released.stdout
+    )
     record = json.loads((root / RECORD_FILE).read_text())
     [entry] = record["releases"]
     assert entry["box"] == "fixture"

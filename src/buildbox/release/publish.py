@@ -341,9 +341,19 @@ def publish_box(
     target = Reference.parse(naming.repository(project.settings.registry, box, dev=dev))
     images, texts = [], {}
     for platform in box.platforms:
+        # A real box's layers take a minute or more to export and compress: say so.
+        if log:
+            log(f"preparing {platform}: verifying, exporting and compressing its layers")
+        started = time.monotonic()
         prepared, texts[platform] = prepare_platform(
             project, box, platform, engine=engine, revision=revision, dev=dev
         )
+        if log:
+            compressed = output.size(sum(layer.size for layer in prepared.layers))
+            log(
+                f"prepared {platform}: {len(prepared.layers)} layers, {compressed} compressed, "
+                f"in {time.monotonic() - started:.1f} s"
+            )
         title = filename(box, platform)
         images.append(PlatformImage(platform, prepared, texts[platform].encode(), title))
     tag = revision.short if dev else box.release_tag
