@@ -1,5 +1,7 @@
 """The registry the toolkit starts itself when none is configured: Debian's docker-registry on
 127.0.0.1, its data under the cache directory, reused while it answers, stopped on request.
+Only the process this cache directory started counts as it (checked in /proc): another
+registry on the port is refused, and a recycled pid is never signalled.
 
 It is what ``buildbox.registry: ""`` means (the main job on a fresh machine, a laptop trying a
 release end to end); any other registry (GHCR, ECR, Harbor, ...) is used as configured.
@@ -40,7 +42,14 @@ def ensure_running(settings: Settings) -> str | None:
         return None
     host = settings.registry.split("/", 1)[0]
     if answers(host):
-        return host
+        if _running_pid(settings) is not None:
+            return host
+        raise BuildboxError(
+            f"{host} answers as a registry, but not the one the toolkit started for this cache "
+            f"directory ({directory(settings)}): another checkout's, another cache directory's "
+            "or someone else's. Stop it (`invoke registry --stop` where it was started), or set "
+            "buildbox.local_registry_port to a free port"
+        )
     if shutil.which(BINARY) is None:
         raise BuildboxError(
             "buildbox.registry is empty, so the toolkit runs a registry on loopback, which needs "
@@ -88,13 +97,23 @@ def reset(settings: Settings) -> None:
 
 def stop(settings: Settings) -> bool:
     """Stop the local registry this toolkit started (its data stays); whether one ran."""
-    pid_file = directory(settings) / "pid"
-    if not pid_file.is_file():
-        return False
+    pid = _running_pid(settings)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pid = None  # it ended just now
+    (directory(settings) / "pid").unlink(missing_ok=True)
+    return pid is not None
+
+
+def _running_pid(settings: Settings) -> int | None:
+    """The pid of the registry this cache directory started, if that process still runs: the
+    recorded pid whose command line serves this directory's config (a pid can be recycled)."""
+    where = directory(settings)
     try:
-        os.kill(int(pid_file.read_text()), signal.SIGTERM)
-        stopped = True
-    except (ProcessLookupError, ValueError):
-        stopped = False
-    pid_file.unlink(missing_ok=True)
-    return stopped
+        pid = int((where / "pid").read_text())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if str(where / "config.yml").encode() in command else None
