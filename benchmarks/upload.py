@@ -3,6 +3,11 @@ several upload workers, against `docker push` of the same image in the same run;
 the publishing process; and a publish to a second repository that mounts every blob instead of
 uploading it. The payload is incompressible and split over several layers.
 
+The first publish is split into its two steps (export and compress; upload), and two of its parts
+are measured alone in the same run: `docker save`, and zlib at the published level over as much
+incompressible data, divided over the cores (at most one layer per core). The published bytes
+depend on zlib at that level, so no faster compressor can be swapped in: that time is a floor.
+
 Run: python benchmarks/upload.py [--payload-mib 1024] [--layers 4] [--workers 4]
 """
 
@@ -12,12 +17,15 @@ import argparse
 import contextlib
 import functools
 import multiprocessing
+import os
 import random
 import resource
 import shutil
 import sys
 import tempfile
 import time
+import zlib
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -27,7 +35,7 @@ import docker.errors
 
 from buildbox.build.engine import Engine
 from buildbox.digests import digest_of
-from buildbox.oci.image import prepare
+from buildbox.oci.image import COMPRESS_LEVEL, prepare
 from buildbox.oci.registry import Registry as RegistryClient
 from buildbox.release.publish import PlatformImage, publish
 from registry import Registry, push
@@ -36,12 +44,21 @@ SBOM = b'{"bomFormat": "CycloneDX", "specVersion": "1.6"}'
 
 
 def publish_once(
-    host: str, image_id: str, cache: str, repository: str, workers: int, mount_from: str
+    steps: Connection,
+    host: str,
+    image_id: str,
+    cache: str,
+    repository: str,
+    workers: int,
+    mount_from: str,
 ) -> None:
-    """One publish, in a process of its own (so that its peak memory is its own)."""
+    """One publish, in a process of its own (so that its peak memory is its own); sends back
+    how long its export-and-compress step took."""
     client = docker.DockerClient(version="auto", timeout=900)
     engine = Engine(client, "default")
+    started = time.perf_counter()
     prepared = prepare(functools.partial(engine.save, image_id), image_id, Path(cache), 0)
+    steps.send(time.perf_counter() - started)
     blobs = [digest_of(prepared.config), *(layer.digest for layer in prepared.layers)]
     mounts = dict.fromkeys(blobs, mount_from) if mount_from else None
     with RegistryClient(host) as remote:
@@ -51,16 +68,38 @@ def publish_once(
     client.close()
 
 
-def timed(*arguments: object) -> tuple[float, float]:
-    """(seconds, peak resident MiB) of one publish in a child process."""
+def timed(*arguments: object) -> tuple[float, float, float]:
+    """(seconds, of which export and compress, peak resident MiB) of one publish in a child
+    process."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
     started = time.perf_counter()
-    process = multiprocessing.get_context("fork").Process(target=publish_once, args=arguments)
+    process = context.Process(target=publish_once, args=(sender, *arguments))
     process.start()
     process.join()
     if process.exitcode != 0:
         raise SystemExit(f"publish failed with exit code {process.exitcode}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return time.perf_counter() - started, peak
+    return time.perf_counter() - started, receiver.recv(), peak
+
+
+def compression_seconds(mib: int) -> float:
+    """zlib at the published level over ``mib`` MiB of incompressible data, on one core."""
+    block = random.Random(1).randbytes(1024 * 1024)  # noqa: S311 (test data, not secrets)
+    compressor = zlib.compressobj(COMPRESS_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    started = time.perf_counter()
+    for _ in range(mib):
+        compressor.compress(block)
+    compressor.flush()
+    return time.perf_counter() - started
+
+
+def save_seconds(client: docker.DockerClient, image_id: str) -> float:
+    """`docker save` of the image, read to the end and thrown away."""
+    started = time.perf_counter()
+    for _ in Engine(client, "default").save(image_id):
+        pass
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -90,20 +129,23 @@ def main() -> None:
         shutil.rmtree(context)
 
         host = registry.host
-        one, peak_one = timed(host, image.id, str(scratch / "cache1"), "bench/one", 1, "")
-        many, peak_many = timed(
+        one, prepare_one, peak_one = timed(
+            host, image.id, str(scratch / "cache1"), "bench/one", 1, ""
+        )
+        many, prepare_many, peak_many = timed(
             host, image.id, str(scratch / "cache2"), "bench/many", arguments.workers, ""
         )
-        mounted, _ = timed(
+        mounted, _, _ = timed(
             host, image.id, str(scratch / "cache2"), "bench/mounted", arguments.workers,
             "bench/many",
         )  # fmt: skip
-        uploaded_again, _ = timed(
+        uploaded_again, _, _ = timed(
             host, image.id, str(scratch / "cache2"), "bench/again", arguments.workers, ""
         )
         started = time.perf_counter()
         push(client, f"{registry.host}/bench/large", "local")
         docker_push = time.perf_counter() - started
+        save = save_seconds(client, image.id)
     finally:
         with contextlib.suppress(docker.errors.ImageNotFound):
             client.images.remove(tag, force=True)
@@ -114,15 +156,24 @@ def main() -> None:
         f"publish of busybox + {arguments.payload_mib} MiB incompressible in "
         f"{arguments.layers} layers, loopback registry (docker-registry):"
     )
+    cores = min(os.cpu_count() or 1, arguments.layers)
+    compress = compression_seconds(arguments.payload_mib) / cores
     print(f"  docker push (baseline):                 {docker_push:7.2f} s")
     print(
         f"  first publish, 1 worker:                {one:7.2f} s  {one / docker_push:.2f}x, "
-        f"peak {peak_one:.0f} MiB resident"
+        f"peak {peak_one:.0f} MiB resident; export and compress {prepare_one:.2f} s, "
+        f"upload {one - prepare_one:.2f} s"
     )
     print(
         f"  first publish, {arguments.workers} workers:               {many:7.2f} s  "
-        f"{many / docker_push:.2f}x, peak {peak_many:.0f} MiB resident"
+        f"{many / docker_push:.2f}x, peak {peak_many:.0f} MiB resident; export and compress "
+        f"{prepare_many:.2f} s, upload {many - prepare_many:.2f} s"
     )
+    print(
+        f"  zlib level {COMPRESS_LEVEL} alone, on {cores} cores:         {compress:7.2f} s  "
+        f"{compress / docker_push:.2f}x (a floor for publishing these bytes)"
+    )
+    print(f"  docker save alone:                      {save:7.2f} s")
     print(f"  to a 2nd repository, compressed layers cached, upload: {uploaded_again:7.2f} s")
     print(
         f"  to a 2nd repository, compressed layers cached, mounts: {mounted:7.2f} s "
