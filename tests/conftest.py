@@ -107,6 +107,13 @@ def docker_client() -> Iterator[Any]:
     # images: remove the ones this session made, and only those (another process's untagged
     # images on this engine are not ours to remove).
     ours = this_sessions_images(client.api.images(all=True))
+    # First their names (the toolkit tags what it builds from a session base: fixture:v1, ...;
+    # they name this session's registries, gone after it), so that the images become dangling.
+    for image_id, tags in tagged_images(client):
+        if image_id in ours and image_id not in before:
+            for tag in tags:
+                with contextlib.suppress(docker.errors.APIError):
+                    client.images.remove(tag)
     removed = True
     while removed:  # an intermediate image can go only once the image built on it has gone
         removed = False
