@@ -241,7 +241,7 @@ def test_digests_describe_the_written_file(tmp_path: Path) -> None:
 def test_layer_and_its_facts_are_written_into_the_layers_dir(tmp_path: Path) -> None:
     layers_dir = tmp_path / "layers"
     layer = normalise(ENTRIES, layers_dir, level=6)
-    stem = layer.diff_id.removeprefix("sha256:") + "-6"
+    stem = layer.diff_id.removeprefix("sha256:") + "-6-1024k"
     assert layer.path == layers_dir / f"{stem}.tar.gz"
     assert json.loads((layers_dir / f"{stem}.json").read_text()) == {
         "digest": layer.digest,

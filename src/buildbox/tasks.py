@@ -666,7 +666,7 @@ def reproduce(
         print(
             f"reproduce: {box} v{outcome.version} reproduced: {SAME_CONTENT} (the files, their "
             "metadata and the image config are identical; only the gzip bytes differ, e.g. "
-            "another zlib)"
+            "another zlib, or a release from before layers were deflated in blocks)"
         )
 
 

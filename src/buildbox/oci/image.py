@@ -7,15 +7,15 @@ save``) comes from the engine as a stream of tar bytes; nothing here talks to th
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import gzip
 import hashlib
 import json
 import os
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -30,9 +30,10 @@ from buildbox.oci.documents import (
     Descriptor,
     image_manifest,
 )
+from buildbox.oci.pgzip import BLOCK_SIZE, ParallelGzipWriter
 from buildbox.source import timestamp
 
-#: A fixed compression level: part of what decides the published bytes.
+#: A fixed compression level (with pgzip.BLOCK_SIZE): part of what decides the published bytes.
 COMPRESS_LEVEL = 6
 #: The export of one image: ``docker save`` tar bytes, in order.
 Export = Callable[[], Iterable[bytes]]
@@ -116,11 +117,17 @@ def _export(
 
         def normalise(name: str) -> Layer | None:
             with tarfile.open(exported) as own:  # one reader per thread
-                return normalise_layer(_member(own, name), layers_dir, epoch, level=level)
+                return normalise_layer(
+                    _member(own, name), layers_dir, epoch, level=level, pool=blocks
+                )
 
-        # Layers are independent: compress them on every core (zlib releases the GIL).
-        workers = max(1, min(len(manifest["Layers"]), os.cpu_count() or 1))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        # Layers are rewritten side by side, and all their blocks deflated on every core (zlib
+        # releases the GIL): one large layer takes all cores too.
+        workers = max(1, min(len(manifest["Layers"]), _cores()))
+        with (
+            ThreadPoolExecutor(max_workers=_cores()) as blocks,
+            ThreadPoolExecutor(max_workers=workers) as pool,
+        ):
             layers = list(pool.map(normalise, manifest["Layers"]))
     diff_ids = [layer.diff_id for layer in layers if layer is not None]
     return normalise_config(raw_config, diff_ids, epoch), layers
@@ -150,9 +157,15 @@ def normalise_config(raw: bytes, diff_ids: list[str], epoch: int) -> bytes:
 
 
 def normalise_layer(
-    raw: IO[bytes], layers_dir: Path, epoch: int, *, level: int = COMPRESS_LEVEL
+    raw: IO[bytes],
+    layers_dir: Path,
+    epoch: int,
+    *,
+    level: int = COMPRESS_LEVEL,
+    pool: Executor | None = None,
 ) -> Layer:
-    """Rewrite one layer tar deterministically, gzip it (fixed header), and cache it.
+    """Rewrite one layer tar deterministically, gzip it (fixed header, deflated in blocks on
+    ``pool``'s threads or on every core, see ``oci.pgzip``), and cache it.
 
     Entries are written in path order (hard links last, after their targets), file times are
     clamped to ``epoch``, owner names (not ids) and access/change times are dropped; contents,
@@ -163,9 +176,10 @@ def normalise_layer(
     diff, compressed = hashlib.sha256(), hashlib.sha256()
     with tempfile.NamedTemporaryFile(dir=layers_dir, suffix=".part", delete=False) as target:
         sink = _HashingWriter(target, compressed)
-        with gzip.GzipFile(
-            filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=level
-        ) as gz:
+        with (
+            contextlib.nullcontext(pool) if pool else ThreadPoolExecutor(_cores()) as blocks,
+            ParallelGzipWriter(cast(IO[bytes], sink), level, blocks, 2 * _cores()) as gz,
+        ):
             plain = _HashingWriter(gz, diff)
             with (
                 tarfile.open(fileobj=raw, mode="r:*") as source,
@@ -185,7 +199,7 @@ def normalise_layer(
                     out.addfile(clean, source.extractfile(member) if member.isfile() else None)
         target.flush()
         os.fsync(target.fileno())
-    stem = f"{diff.hexdigest()}-{level}"
+    stem = _stem(diff.hexdigest(), level)
     layer = Layer(layers_dir / f"{stem}.tar.gz", "sha256:" + compressed.hexdigest(), sink.size,
                   "sha256:" + diff.hexdigest())  # fmt: skip
     Path(target.name).replace(layer.path)
@@ -193,6 +207,15 @@ def normalise_layer(
         layers_dir / f"{stem}.json", json.dumps({"digest": layer.digest, "size": layer.size})
     )
     return layer
+
+
+def _stem(diff_hex: str, level: int) -> str:
+    """A cached layer's name: its content, and what decides its compressed bytes."""
+    return f"{diff_hex}-{level}-{BLOCK_SIZE // 1024}k"
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
 
 
 def _member(archive: tarfile.TarFile, name: str) -> IO[bytes]:
@@ -203,7 +226,7 @@ def _member(archive: tarfile.TarFile, name: str) -> IO[bytes]:
 
 
 def _cached_layer(layers_dir: Path, diff_id: str, level: int) -> Layer | None:
-    stem = f"{diff_id.removeprefix('sha256:')}-{level}"
+    stem = _stem(diff_id.removeprefix("sha256:"), level)
     data, facts = layers_dir / f"{stem}.tar.gz", layers_dir / f"{stem}.json"
     if not (data.is_file() and facts.is_file()):
         return None
