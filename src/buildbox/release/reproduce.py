@@ -7,9 +7,10 @@ normalised as publishing does, and compared with the release record and with the
 
 Two verdicts count as reproduced: the same digests (bit for bit), or the same content with other
 compression. The gzip bytes of a layer depend on the machine's zlib (Debian's zlib and Fedora's
-zlib-ng differ at the same level) and on how the toolkit cuts it into blocks, while the image config names every layer by the digest of
-its uncompressed tar: equal configs mean equal files, metadata and image settings. Anything else
-is compared layer by layer, file by file (path, size, time, mode, content).
+zlib-ng differ at the same level) and on how the toolkit cuts it into blocks, while the image
+config names every layer by the digest of its uncompressed tar: equal configs mean equal files,
+metadata and image settings. Anything else is compared layer by layer, file by file (path, size,
+time, mode, content).
 """
 
 from __future__ import annotations
