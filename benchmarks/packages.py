@@ -27,8 +27,8 @@ import docker
 
 from buildbox.build.engine import Engine
 from buildbox.fetch import Fetcher, Wanted
-from buildbox.lock import parse_resolution, resolve_script
 from buildbox.output import LogProgress
+from buildbox.resolve import parse_resolution, resolve_script
 from projects import settings_for
 
 TARBALL = Path("/var/cache/buildbox-test/debian-bookworm-minbase-1700000000.tar")

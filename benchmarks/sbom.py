@@ -66,7 +66,8 @@ def main() -> None:
 
     def generate(release: str) -> str:
         bom = sbom.build_bom(loaded, box, facts, report, packages(release), revision)
-        return sbom.render(bom)  # render validates too; validation is also timed on its own below
+        # render validates too; validation is also timed on its own below
+        return sbom.render(bom, "linux/amd64").text
 
     # The first SBOM of a process also imports jsonschema and builds the validator (once).
     _, cold_seconds = timed(lambda: generate("0"))

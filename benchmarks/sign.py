@@ -28,8 +28,9 @@ import docker
 from buildbox.build.engine import Engine
 from buildbox.oci.cosign import Cosign
 from buildbox.oci.image import prepare
+from buildbox.oci.push import PlatformImage
+from buildbox.oci.push import push as push_release
 from buildbox.oci.registry import Registry as RegistryClient
-from buildbox.release.publish import PlatformImage, publish
 from registry import Registry
 
 
@@ -75,7 +76,7 @@ def main() -> None:
         def once(number: int, signed: bool) -> float:
             repository = f"bench/{'signed' if signed else 'plain'}{number}"
             started = time.perf_counter()
-            publish(
+            push_release(
                 remote, repository, "v1", [entry], "1970-01-01T00:00:00Z",
                 sign=sign if signed else None,
             )  # fmt: skip

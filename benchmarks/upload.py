@@ -38,8 +38,9 @@ from buildbox.build.engine import Engine
 from buildbox.digests import digest_of
 from buildbox.oci.image import COMPRESS_LEVEL, prepare
 from buildbox.oci.pgzip import ParallelGzipWriter
+from buildbox.oci.push import PlatformImage
+from buildbox.oci.push import push as push_release
 from buildbox.oci.registry import Registry as RegistryClient
-from buildbox.release.publish import PlatformImage, publish
 from registry import Registry, push
 
 SBOM = b'{"bomFormat": "CycloneDX", "specVersion": "1.6"}'
@@ -65,8 +66,10 @@ def publish_once(
     mounts = dict.fromkeys(blobs, mount_from) if mount_from else None
     with RegistryClient(host) as remote:
         entry = PlatformImage("linux/amd64", prepared, SBOM, "sbom.json")
-        publish(remote, repository, "v1", [entry], "1970-01-01T00:00:00Z", workers=workers,
-                mounts=mounts)  # fmt: skip
+        push_release(
+            remote, repository, "v1", [entry], "1970-01-01T00:00:00Z", workers=workers,
+            mounts=mounts,
+        )  # fmt: skip
     client.close()
 
 

@@ -14,8 +14,8 @@ from buildbox.define import project
 from buildbox.define.lock import LockedPackage, PackageLock, PlatformLock, parse_spec, problems
 from buildbox.errors import BuildboxError
 from buildbox.fetch import Fetcher, wanted_for
-from buildbox.lock import changes, parse_resolution, resolve_script
 from buildbox.output import LogProgress
+from buildbox.resolve import changes, parse_resolution, resolve_script
 from projects import BASE, make_project, settings_for, write_yaml
 
 SHA_MGC = "bad01673ba5dfb9b5db4f3ae6a71f18d492cb6801eab45ad3c7d483c0a1f6ad2"

@@ -14,8 +14,8 @@ import pytest
 from artifact_server import ArtifactServer
 from buildbox.build.emulation import check_emulation
 from buildbox.errors import BuildboxError
+from buildbox.oci.referrers import find_sbom
 from buildbox.oci.registry import Registry as RegistryClient
-from buildbox.release.publish import find_sbom
 from conftest import BaseImage, FixtureProject, hello_component, missing
 from projects import run_cli, write_yaml
 from publishing import PASSWORD, commit_all, git, key_pair, point_at, skopeo, untag_all

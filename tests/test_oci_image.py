@@ -19,7 +19,7 @@ from buildbox.digests import canonical_json, digest_of
 from buildbox.errors import BuildboxError
 from buildbox.oci.documents import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST
 from buildbox.oci.image import Layer, PreparedImage, normalise_config, normalise_layer
-from buildbox.release.publish import PlatformImage, Published, tag_state, top_manifest
+from buildbox.oci.push import PlatformImage, Published, tag_state, top_manifest
 from buildbox.release.reproduce import (
     DIFFERENT,
     IDENTICAL,

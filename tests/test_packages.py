@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from buildbox.lock import snapshot_script
+from buildbox.resolve import snapshot_script
 from conftest import BaseImage, FixtureProject
 from projects import run_cli
 from publishing import published_digest

@@ -98,7 +98,7 @@ def test_find_unknown_box() -> None:
 
 
 def test_require_names_the_box_and_the_record(tmp_path: Path) -> None:
-    add(tmp_path, release("1"))
+    add(tmp_path, load(tmp_path), release("1"))
     with pytest.raises(BuildboxError) as raised:
         require(tmp_path, "demo", "2")
     assert str(raised.value) == f"no release of demo (version 2) in {RECORD_FILE}"
@@ -114,9 +114,9 @@ def test_no_record_is_no_releases(tmp_path: Path) -> None:
 
 def test_add_then_load_round_trip(tmp_path: Path) -> None:
     first, second = release("1", epoch=1_700_000_000), release("2", epoch=None)
-    add(tmp_path, second)
-    add(tmp_path, first)
-    add(tmp_path, release("1", box="other", epoch=0))
+    add(tmp_path, load(tmp_path), second)
+    add(tmp_path, load(tmp_path), first)
+    add(tmp_path, load(tmp_path), release("1", box="other", epoch=0))
     loaded = load(tmp_path)
     assert loaded == [first, second, release("1", box="other", epoch=0)]
     assert loaded[0].epoch == 1_700_000_000
@@ -132,8 +132,8 @@ def test_add_then_load_round_trip(tmp_path: Path) -> None:
 
 
 def test_add_replaces_the_same_box_and_version(tmp_path: Path) -> None:
-    add(tmp_path, release("1"))
-    add(tmp_path, release("1", inputs="sha256:" + "f" * 64))
+    add(tmp_path, load(tmp_path), release("1"))
+    add(tmp_path, load(tmp_path), release("1", inputs="sha256:" + "f" * 64))
     assert [r.inputs_digest for r in load(tmp_path)] == ["sha256:" + "f" * 64]
 
 
@@ -208,7 +208,7 @@ def test_record_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
 def test_add_to_a_corrupt_record_refuses_and_keeps_it(tmp_path: Path) -> None:
     (tmp_path / RECORD_FILE).write_text('{"releases": [')
     with pytest.raises(BuildboxError, match="restore it from git"):
-        add(tmp_path, release("1"))
+        add(tmp_path, load(tmp_path), release("1"))
     assert (tmp_path / RECORD_FILE).read_text() == '{"releases": ['
 
 
@@ -246,7 +246,7 @@ def version_line(root: Path) -> int:
 def test_released_version_with_other_inputs_must_be_bumped(tmp_path: Path) -> None:
     project = demo_project(tmp_path)
     old_inputs = "sha256:" + "0" * 64
-    add(tmp_path, release("1", inputs=old_inputs))
+    add(tmp_path, load(tmp_path), release("1", inputs=old_inputs))
     [problem] = unbumped_versions(project)
     assert problem.file == "buildboxes/demo/box.yaml"
     assert problem.field == "version"
@@ -260,22 +260,24 @@ def test_released_version_with_other_inputs_must_be_bumped(tmp_path: Path) -> No
 def test_bump_suggestion_is_after_the_latest_release(tmp_path: Path) -> None:
     """Version 1 changed while 1 and 5 were released: the next free version is 6, not 2."""
     project = demo_project(tmp_path)
-    add(tmp_path, release("1", inputs="sha256:" + "0" * 64))
-    add(tmp_path, release("5", inputs="sha256:" + "5" * 64))
+    add(tmp_path, load(tmp_path), release("1", inputs="sha256:" + "0" * 64))
+    add(tmp_path, load(tmp_path), release("5", inputs="sha256:" + "5" * 64))
     [problem] = unbumped_versions(project)
     assert problem.message.endswith("set `version: 6`")
 
 
 def test_released_version_with_the_same_inputs_is_fine(tmp_path: Path) -> None:
     project = demo_project(tmp_path)
-    add(tmp_path, release("1", inputs=current_inputs(project)))
+    add(tmp_path, load(tmp_path), release("1", inputs=current_inputs(project)))
     assert unbumped_versions(project) == []
 
 
 def test_unreleased_version_is_fine(tmp_path: Path) -> None:
     project = demo_project(tmp_path)
-    add(tmp_path, release("2", inputs="sha256:" + "0" * 64))  # box.yaml still says 1
-    add(tmp_path, release("1", box="other", inputs="sha256:" + "0" * 64))
+    add(
+        tmp_path, load(tmp_path), release("2", inputs="sha256:" + "0" * 64)
+    )  # box.yaml still says 1
+    add(tmp_path, load(tmp_path), release("1", box="other", inputs="sha256:" + "0" * 64))
     assert unbumped_versions(project) == []
     assert unbumped_versions(demo_project(tmp_path / "no-record")) == []
 

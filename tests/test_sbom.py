@@ -200,7 +200,7 @@ def test_invalid_sbom_is_an_error_not_a_file(tmp_path: Path) -> None:
     target = tmp_path / "broken.cdx.json"
     invalid = json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.6", "components": [{}]})
     with pytest.raises(BuildboxError, match=r"not valid CycloneDX 1\.6, so it was not written"):
-        sbom.write(target, invalid)
+        sbom.write(target, sbom.Sbom.checked("linux/amd64", invalid))
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
 

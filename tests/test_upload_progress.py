@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from buildbox.digests import digest_of
+from buildbox.oci.push import push_blobs
 from buildbox.oci.registry import Registry as Client
 from buildbox.oci.registry import RegistryError
 from buildbox.output import TerminalUploads, UploadLog, upload_progress
-from buildbox.release.publish import push_blobs
 from registry import Registry
 
 MIB = 1024 * 1024
@@ -38,8 +38,8 @@ def test_a_terminal_shows_blobs_in_flight_and_ci_gets_plain_lines(
     drawn = terminal.getvalue()
     assert "uploading: 2 blob(s), 4.0 MiB of 8.0 MiB" in drawn.rsplit("\r", 1)[-1]
     shown.sent("sha256:aa", 4 * MIB, 4 * MIB)
-    shown.line("uploaded sha256:aa (4.0 MiB) in 1.0 s (4.0 MiB/s)")
-    assert "uploaded sha256:aa" in terminal.getvalue()
+    shown.uploaded("sha256:aa", 4 * MIB, 1.0)
+    assert "uploaded sha256:aa (4.0 MiB) in 1.0 s (4.0 MiB/s)" in terminal.getvalue()
     assert "uploading: 1 blob(s)" in terminal.getvalue().rsplit("\r", 1)[-1], "aa is done"
     shown.sent("sha256:bb", 4 * MIB, 4 * MIB)
     assert terminal.getvalue().endswith("\r\033[K"), "no status line once nothing is in flight"
@@ -88,11 +88,24 @@ class FailingRegistry:
         raise RegistryError("the registry gave up")
 
 
+class Told(UploadLog):
+    """What a push reports, kept."""
+
+    def __init__(self) -> None:
+        self.output = io.StringIO()
+        super().__init__(self.output)
+        self.events: list[tuple[str, int, int]] = []
+
+    def sent(self, digest: str, done: int, total: int) -> None:
+        self.events.append((digest, done, total))
+
+
 def test_a_failed_upload_leaves_no_blob_in_flight() -> None:
-    told: list[tuple[str, int, int]] = []
+    told = Told()
     with pytest.raises(RegistryError):
         push_blobs(
             FailingRegistry(),  # type: ignore[arg-type]
-            "repo", [("sha256:aa", b"x" * 20)], progress=lambda *event: told.append(event),
+            "repo", [("sha256:aa", b"x" * 20)], progress=told,
         )  # fmt: skip
-    assert told == [("sha256:aa", 10, 20), ("sha256:aa", 20, 20)]
+    assert told.events == [("sha256:aa", 10, 20), ("sha256:aa", 20, 20)]
+    assert told.output.getvalue() == "", "nothing was uploaded"

@@ -10,7 +10,7 @@ from buildbox.define.library import url_problem
 from buildbox.errors import BuildboxError
 from buildbox.fetch import sources
 from buildbox.http import is_loopback
-from buildbox.oci.registry import is_plain_http
+from buildbox.oci.transport import is_plain_http
 from buildbox.settings import Mirrors, from_config
 
 GO = "https://dl.google.com/go/go1.24.1.linux-amd64.tar.gz"

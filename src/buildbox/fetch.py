@@ -26,7 +26,7 @@ from buildbox.define.library import Library
 from buildbox.define.lock import LOCK_FILE
 from buildbox.digests import file_sha256
 from buildbox.errors import BuildboxError
-from buildbox.http import TRANSIENT_STATUSES, reason, retrying_session
+from buildbox.http import TRANSIENT_STATUSES, RetryPolicy, reason, retrying_session
 from buildbox.settings import Settings
 
 _CHUNK = 64 * 1024  # small enough for progress and prompt writes on a slow link
@@ -196,6 +196,10 @@ class Fetcher:
         self.progress = progress
         self.http = http or session(settings)
         self.sleep = sleep
+        #: For a body that breaks off: urllib3 retries what fails before the body.
+        self.retries = RetryPolicy(
+            attempts=settings.fetch_retries + 1, backoff=settings.fetch_backoff
+        )
 
     def fetch_all(self, wanted: list[Wanted], *, offline: bool = False) -> list[Fetched]:
         """Fetch everything (in parallel); all failures are reported together, in one error."""
@@ -262,7 +266,7 @@ class Fetcher:
 
     def _download(self, want: Wanted, url: str) -> tuple[Path, int]:
         """Download with retries for a body that breaks off; urllib3 retries everything before."""
-        attempts = self.settings.fetch_retries + 1
+        attempts = self.retries.attempts
         for attempt in range(1, attempts + 1):
             try:
                 return self._attempt(want, url)
@@ -271,7 +275,7 @@ class Fetcher:
                     raise DownloadError(
                         f"{want.label}: {url}: failed after {attempts} attempts: {error}"
                     ) from None
-                self.sleep(self.settings.fetch_backoff * 2 ** (attempt - 1))
+                self.sleep(self.retries.delay(attempt))
         raise AssertionError("unreachable")
 
     def _attempt(self, want: Wanted, url: str) -> tuple[Path, int]:

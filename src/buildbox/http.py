@@ -1,10 +1,13 @@
-"""The one home for HTTP sessions that retry, and for short reasons of HTTP failures."""
+"""The one home for HTTP sessions that retry, the retry policy downloads and registry requests
+share, and short reasons of HTTP failures."""
 
 from __future__ import annotations
 
 import ipaddress
+import random
 import re
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -12,6 +15,28 @@ if TYPE_CHECKING:
 
 #: Statuses worth another try: the server may answer properly in a moment.
 TRANSIENT_STATUSES = (408, 429, 500, 502, 503, 504)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try an operation that may fail for a moment: attempts, the total time for
+    one operation, and the first backoff (doubled each attempt, with jitter so that clients
+    spread out)."""
+
+    attempts: int = 6
+    time_limit: float = 300.0
+    backoff: float = 0.5
+
+    def delay(self, attempt: int, asked: float | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (from 1): what the server
+        asked for (Retry-After), else exponential backoff."""
+        if asked is not None:
+            return asked
+        return self.backoff * 2.0 ** (attempt - 1) * random.uniform(0.5, 1.5)  # noqa: S311
+
+
+#: What a client retries with when no settings say otherwise.
+DEFAULT_RETRIES = RetryPolicy()
 
 
 def retrying_session(

@@ -126,7 +126,8 @@ def fetch_progress(stream: TextIO, total_files: int) -> LogProgress:
 
 
 class UploadLog:
-    """Publishing's lines (one per blob uploaded or mounted), as they are: for CI logs, pipes."""
+    """Publishing's lines (one per blob uploaded or mounted, and the release's steps), as they
+    are: for CI logs, pipes. It is the ``oci.push.PushProgress`` of the commands that publish."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -138,6 +139,13 @@ class UploadLog:
 
     def sent(self, digest: str, done: int, total: int) -> None:
         """Plain logs do not show bytes as they go."""
+
+    def uploaded(self, digest: str, count: int, seconds: float) -> None:
+        rate = size(int(count / seconds))
+        self.line(f"uploaded {digest[:19]} ({size(count)}) in {seconds:.1f} s ({rate}/s)")
+
+    def mounted(self, digest: str, origin: str) -> None:
+        self.line(f"mounted {digest[:19]} from {origin}")
 
 
 class TerminalUploads(UploadLog):

@@ -1,4 +1,5 @@
-"""Verify a built image: labels match the box, it runs, every tool reports its pinned version.
+"""The verify stage: a built image's labels match the box, it runs, every tool reports its pinned
+version; the :class:`Report` is the value the describe stage (the SBOM) takes.
 
 All probes run in one container (no network, not privileged, removed afterwards): one shell script
 prints a marker, runs the probe, and prints its exit status, for each component in turn.
@@ -11,10 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from buildbox.build.build import Built
 from buildbox.build.engine import Engine
-from buildbox.build.labels import LABEL_BOX, LABEL_INPUTS, LABEL_PLATFORM, LABEL_VERSION
+from buildbox.build.labels import LABEL_BOX, LABEL_INPUTS, LABEL_VERSION
 from buildbox.define.boxes import Box
-from buildbox.define.inputs import box_components, inputs_digest
+from buildbox.define.inputs import box_components
 from buildbox.define.library import Probe
 from buildbox.define.project import Project
 from buildbox.errors import BuildboxError
@@ -105,24 +107,17 @@ def parse_probes(output: str, components: Sequence[Probed]) -> tuple[ProbeResult
     return tuple(results)
 
 
-def verify_image(
-    engine: Engine, project: Project, box: Box, image_ref: str, timeout: float = 300
+def verify(
+    engine: Engine, project: Project, box: Box, built: Built, timeout: float = 300
 ) -> Report:
     """Check the labels, run all probes in one container, and report every check."""
-    image = engine.image(image_ref)
-    if image is None:
-        raise BuildboxError(
-            f"no local image {image_ref}; build it first: invoke build --box={box.name}"
-        )
-    labels = image.labels
-    platform = labels.get(LABEL_PLATFORM) or image.platform
+    labels, platform = built.image.labels, built.platform
     checks = [
         _label(labels, LABEL_BOX, box.name),
         _label(labels, LABEL_VERSION, box.version),
     ]
     if platform in box.platforms:
-        digest = inputs_digest(box, project.library, project.settings, platform)
-        checks.append(_label(labels, LABEL_INPUTS, digest))
+        checks.append(_label(labels, LABEL_INPUTS, built.inputs_digest))
     else:
         checks.append(Check("platform", False, f"{platform} is not one of the box's platforms"))
     components: tuple[Probed, ...] = (
@@ -130,7 +125,9 @@ def verify_image(
         *box.resolved_probes(platform),
     )
     try:
-        output, status = engine.run_script(image.id, probe_script(components), timeout, "verify")
+        output, status = engine.run_script(
+            built.image.id, probe_script(components), timeout, "verify"
+        )
         problem = _run_problem(output, status, timeout)
     except BuildboxError as error:  # e.g. the image has no /bin/sh
         output, problem = "", str(error)
@@ -138,7 +135,7 @@ def verify_image(
     probes = parse_probes(output, components) if problem is None else ()
     for probe in probes:
         checks.append(Check(f"probe {probe.component}", probe.ok, describe_probe(probe)))
-    return Report(image_ref, platform, tuple(checks), probes)
+    return Report(built.tags[0], platform, tuple(checks), probes)
 
 
 def describe_probe(probe: ProbeResult) -> str:
@@ -154,15 +151,12 @@ def describe_probe(probe: ProbeResult) -> str:
     )
 
 
-def require_verified(
-    engine: Engine, project: Project, box: Box, image_ref: str, consequence: str
-) -> Report:
-    """The verify report of an image that passes every check; otherwise an error listing them."""
-    report = verify_image(engine, project, box, image_ref)
+def require_passed(report: Report, consequence: str) -> Report:
+    """``report`` when every check passed; otherwise an error listing the ones that failed."""
     failed = [f"{check.name}: {check.detail}" for check in report.checks if not check.ok]
     if failed:
         raise BuildboxError(
-            f"{image_ref} does not pass verify, so {consequence}:\n  " + "\n  ".join(failed)
+            f"{report.image} does not pass verify, so {consequence}:\n  " + "\n  ".join(failed)
         )
     return report
 

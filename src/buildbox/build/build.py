@@ -1,4 +1,6 @@
-"""Build a box's image with the Docker engine: hermetic, labelled, tagged only when it succeeded."""
+"""The build stage: a box's image built with the Docker engine (hermetic, labelled, tagged only
+when it succeeded), or located when it was built before, as a :class:`Built` value that the
+later stages (verify, prepare, describe) take without looking the image up again."""
 
 from __future__ import annotations
 
@@ -6,13 +8,13 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from buildbox.build import labels as naming
+from buildbox.build import labels
 from buildbox.build.bootstrap import bootstrap_base
 from buildbox.build.builder import Builder, BuildRequest, ClassicBuilder
 from buildbox.build.buildkit import BuildKitBuilder, buildx_version, docker_cli
 from buildbox.build.context import assemble
 from buildbox.build.emulation import check_emulation
-from buildbox.build.engine import Engine
+from buildbox.build.engine import Engine, LocalImage
 from buildbox.compat import require_compatible
 from buildbox.define.boxes import Box
 from buildbox.define.inputs import inputs_digest
@@ -21,20 +23,35 @@ from buildbox.errors import BuildboxError
 from buildbox.fetch import Fetcher, wanted_for
 from buildbox.oci.documents import INDEX_TYPES, platform_entry
 from buildbox.oci.refs import Reference, is_pinned
-from buildbox.oci.registry import open_registry
+from buildbox.oci.registry import TransientError, open_registry
 from buildbox.settings import Settings
 from buildbox.source import Revision
 
 
 @dataclass(frozen=True)
-class BuildResult:
+class Built:
+    """One platform's image of a box, as the engine has it: what the later stages take."""
+
     box: str
     platform: str
-    image_id: str
+    image: LocalImage
+    #: The local names it has: the release name and the dev tag (``labels.local_tags``).
     tags: tuple[str, ...]
+    #: What the box's inputs hash to for this platform, computed once per command ("" when the
+    #: image's platform is not one of the box's: verify then says so).
     inputs_digest: str
     #: True when an image with the same inputs already existed and nothing was built.
-    skipped: bool
+    skipped: bool = False
+
+    @property
+    def image_id(self) -> str:
+        return self.image.id
+
+    @property
+    def base_digest(self) -> str | None:
+        """The digest of the base it was built on, as its label records it (a pinned image's
+        digest, or a bootstrapped base's content)."""
+        return self.image.labels.get(labels.LABEL_BASE_DIGEST)
 
 
 def select_builder(engine: Engine, settings: Settings) -> Builder:
@@ -53,19 +70,20 @@ def select_builder(engine: Engine, settings: Settings) -> Builder:
     return BuildKitBuilder(engine, settings.buildx_builder or None)
 
 
-def platform_base(base: str, platform: str) -> str:
+def platform_base(base: str, platform: str, settings: Settings) -> str:
     """The base image for one platform: a multi-platform index resolved to that platform's image.
 
-    Falls back to ``base`` itself when it is a single image or its registry cannot be asked (the
-    engine may then still have it locally, or pull it).
+    Falls back to ``base`` itself when it is a single image or its registry cannot be reached
+    (the engine may then still have it locally, or pull it); a registry that answers with a
+    refusal is an error.
     """
     if not is_pinned(base):
         return base
+    reference = Reference.parse(base)
     try:
-        reference = Reference.parse(base)
-        with open_registry(reference, timeout=30) as registry:
+        with open_registry(reference, settings) as registry:
             found = registry.get_manifest(reference.repository, reference.digest or "")
-    except BuildboxError:
+    except TransientError:  # unreachable (offline, say): the engine may have the image
         return base
     if found is None or found[1] not in INDEX_TYPES:
         return base
@@ -75,14 +93,16 @@ def platform_base(base: str, platform: str) -> str:
     return f"{reference.name}@{entry}"
 
 
-def ensure_base(engine: Engine, base: str, platform: str, allow_floating: bool) -> str:
+def ensure_base(
+    engine: Engine, base: str, platform: str, allow_floating: bool, settings: Settings
+) -> str:
     """The base image reference to build ``platform`` from: local, or pulled now."""
     if not is_pinned(base) and not allow_floating:
         raise BuildboxError(
             f"base image {base!r} is not pinned by digest; pin it in box.yaml, or pass "
             "--allow-floating-base for a local experiment (such an image can never be released)"
         )
-    chosen = platform_base(base, platform)
+    chosen = platform_base(base, platform, settings)
     if engine.image(chosen) is None:
         engine.pull(chosen, platform)
     return chosen
@@ -103,17 +123,17 @@ def build_box(
     allow_floating_base: bool = False,
     offline: bool = False,
     fresh_base: bool = False,
-) -> BuildResult:
+) -> Built:
     """Build ``box`` for ``platform`` unless an image with the same inputs exists; tag it.
 
     ``fresh_base`` bootstraps a bootstrapped base again even when this engine has it.
     """
     box.platforms_for(platform)
     digest = inputs_digest(box, project.library, project.settings, platform)
-    tags = naming.local_tags(project.settings.registry, box, platform, revision)
+    tags = labels.local_tags(project.settings.registry, box, platform, revision)
     # A floating base can change under the same name: never trust an earlier build of it.
     reuse = not (force or no_cache) and box.pinned
-    existing = engine.find_image(naming.identity(box, digest)) if reuse else None
+    existing = engine.find_image(labels.identity(box, digest)) if reuse else None
     if existing is None:
         check_emulation(platform)
         fetched = fetcher.fetch_all(wanted_for([box], project.library, platform), offline=offline)
@@ -125,10 +145,12 @@ def build_box(
                 engine, box, platform, artifacts, revision.epoch, log, fresh=fresh_base
             )
         else:
-            base = ensure_base(engine, box.base, platform, allow_floating_base)
+            base = ensure_base(engine, box.base, platform, allow_floating_base, project.settings)
         context = assemble(box, project.library, project.settings, platform, artifacts)
-        labels = naming.labels(box, platform, digest, revision, base_digest)
-        request = BuildRequest(context, base, box.network, labels, no_cache, revision.epoch, tags)
+        image_labels = labels.labels(box, platform, digest, revision, base_digest)
+        request = BuildRequest(
+            context, base, box.network, image_labels, no_cache, revision.epoch, tags
+        )
         chosen = builder or select_builder(engine, project.settings)
         if isinstance(chosen, ClassicBuilder) and "--mount=" in box.dockerfile.read_text():
             raise BuildboxError(
@@ -142,4 +164,36 @@ def build_box(
     # Tags move only now, after a successful build: a failure leaves every tag where it was.
     for tag in tags:
         engine.tag(image_id, tag)
-    return BuildResult(box.name, platform, image_id, tags, digest, skipped=existing is not None)
+    image = engine.image(tags[0])
+    if image is None:
+        raise BuildboxError(f"the engine has no image {tags[0]} right after tagging it")
+    return Built(box.name, platform, image, tags, digest, skipped=existing is not None)
+
+
+def locate(
+    engine: Engine,
+    project: Project,
+    box: Box,
+    platform: str | None,
+    revision: Revision,
+    reference: str | None = None,
+) -> Built:
+    """The box's image built before: ``reference``, else its local release name for
+    ``platform``. Its platform is the one the image says it is for (a named image may be for
+    any); the inputs digest is the box's for that platform."""
+    tags: tuple[str, ...] = (reference,) if reference else ()
+    if reference is None:
+        assert platform is not None  # a box's own image is named by its platform
+        tags = labels.local_tags(project.settings.registry, box, platform, revision)
+    image = engine.image(tags[0])
+    if image is None:
+        raise BuildboxError(
+            f"no local image {tags[0]}; build it first: invoke build --box={box.name}"
+        )
+    found = image.labels.get(labels.LABEL_PLATFORM) or image.platform
+    digest = (
+        inputs_digest(box, project.library, project.settings, found)
+        if found in box.platforms
+        else ""
+    )
+    return Built(box.name, found, image, tags, digest)

@@ -1,6 +1,6 @@
 """A box's OS package lock, ``buildboxes/<box>/packages.lock``: every package it installs, pinned.
 
-Written by ``invoke lock`` (``buildbox.lock``), read by everything else. Per platform: each
+Written by ``invoke lock`` (``buildbox.resolve``), read by everything else. Per platform: each
 package's name, version, architecture, download URL, sha256 and size, as the archive's index
 gives them (apt verified that index against the archive's signature), and the base image they
 were resolved against. JSON with sorted keys and entries, so a re-lock diffs cleanly in review.

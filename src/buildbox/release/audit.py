@@ -2,43 +2,46 @@
 
 from __future__ import annotations
 
-from buildbox import local_registry
 from buildbox.digests import digest_of
 from buildbox.errors import BuildboxError
+from buildbox.oci.referrers import find_sbom
 from buildbox.oci.refs import Reference
 from buildbox.oci.registry import Registry, open_registry
 from buildbox.release import record, signing
-from buildbox.release.publish import find_sbom
 from buildbox.sbom import cyclonedx
 from buildbox.settings import Settings
 
 
-def audit_release(settings: Settings, release: record.Release) -> list[str]:
-    """What no longer holds for a recorded release (empty when everything does)."""
+def audit_release(settings: Settings, registry: Registry, release: record.Release) -> list[str]:
+    """What no longer holds for a recorded release (empty when everything does); ``registry``
+    is the one the release is on."""
     problems = []
     reference = Reference.parse(release.reference)
-    with open_registry(reference, settings=settings) as registry:
-        now = registry.manifest_digest(reference.repository, reference.tag or release.tag)
-        if now != release.digest:
-            problems.append(
-                f"{reference.name}:{reference.tag} points at {now or 'nothing'}, "
-                f"recorded {release.digest}"
-            )
-        for platform, facts in sorted(release.platforms.items()):
-            problems += _audit_platform(settings, registry, reference, platform, facts)
+    now = registry.manifest_digest(reference.repository, reference.tag or release.tag)
+    if now != release.digest:
+        problems.append(
+            f"{reference.name}:{reference.tag} points at {now or 'nothing'}, "
+            f"recorded {release.digest}"
+        )
+    for platform, facts in sorted(release.platforms.items()):
+        problems += _audit_platform(settings, registry, reference, platform, facts)
     checks = signing.trust(settings)
     if checks is not None:  # signatures and attestations, when there is a key to check them with
-        findings = signing.verify_release(settings, release, checks)
+        findings = signing.verify_release(settings, registry, release, checks)
         problems += [f"{f.what}: {f.detail}" for f in findings if not f.ok and f.what != "tag"]
     return problems
 
 
-def audit(settings: Settings, box: str | None = None) -> list[tuple[record.Release, list[str]]]:
-    """Each recorded release (of ``box``, or all) with what no longer holds for it."""
-    releases = [r for r in record.load(settings.root) if box in (None, r.box)]
-    if releases:
-        local_registry.ensure_running(settings)
-    return [(entry, audit_release(settings, entry)) for entry in releases]
+def audit(
+    settings: Settings, releases: list[record.Release]
+) -> list[tuple[record.Release, list[str]]]:
+    """Each of the recorded ``releases`` with what no longer holds for it."""
+    found = []
+    for release in releases:
+        reference = Reference.parse(release.reference)
+        with open_registry(reference, settings) as registry:
+            found.append((release, audit_release(settings, registry, release)))
+    return found
 
 
 def _audit_platform(

@@ -23,7 +23,7 @@ from buildbox.define.project import Project
 from buildbox.errors import BuildboxError, Problem
 from buildbox.files import write_atomically
 from buildbox.oci.refs import Reference
-from buildbox.sbom.naming import COMMITTED_DIR, filename
+from buildbox.sbom.paths import COMMITTED_DIR, filename
 
 RECORD_FILE = "buildbox.lock.json"
 
@@ -134,11 +134,12 @@ def next_version(releases: list[Release], box: str) -> str:
     return ".".join(parts)
 
 
-def add(root: Path, release: Release) -> None:
-    """Add (or replace) the entry for the release's box and version; atomically."""
-    kept = [r for r in load(root) if (r.box, r.version) != (release.box, release.version)]
-    releases = sorted([*kept, release], key=_order)
-    text = json.dumps({"releases": [asdict(r) for r in releases]}, indent=2) + "\n"
+def add(root: Path, releases: list[Release], release: Release) -> None:
+    """Write the record: ``releases`` (as loaded) with the entry for the release's box and
+    version added or replaced; atomically."""
+    kept = [r for r in releases if (r.box, r.version) != (release.box, release.version)]
+    ordered = sorted([*kept, release], key=_order)
+    text = json.dumps({"releases": [asdict(r) for r in ordered]}, indent=2) + "\n"
     write_atomically(root / RECORD_FILE, text)
 
 

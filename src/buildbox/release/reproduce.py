@@ -16,7 +16,6 @@ time, mode, content).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import io
 import json
@@ -33,10 +32,11 @@ from buildbox.digests import digest_of, sha256_hex
 from buildbox.errors import BuildboxError
 from buildbox.fetch import Fetcher
 from buildbox.oci import documents
-from buildbox.oci.image import PreparedImage, prepare
+from buildbox.oci.image import PreparedImage
 from buildbox.oci.refs import Reference
 from buildbox.oci.registry import Registry
 from buildbox.release import record
+from buildbox.release.publish import prepare
 from buildbox.settings import Settings
 from buildbox.source import Revision, commit_time, export_tree
 
@@ -125,15 +125,11 @@ def reproduce(
         rebuilt: list[tuple[str, PreparedImage]] = []
         for platform in box.platforms:
             log(f"rebuilding {box.name} {box.release_tag} ({platform}) from {commit[:12]}")
-            result = build_box(
+            built = build_box(
                 project, box, platform, engine=engine, fetcher=fetcher, revision=revision,
                 log=lambda line: None, no_cache=True, fresh_base=True,
             )  # fmt: skip
-            image_id = result.image_id
-            prepared = prepare(
-                functools.partial(engine.save, image_id), image_id, settings.cache_dir, epoch
-            )
-            rebuilt.append((platform, prepared))
+            rebuilt.append((platform, prepare(engine, built, project.settings, epoch, log)))
         networked = box.network
     if len(rebuilt) > 1:
         top = documents.index_manifest([(p, image.descriptor) for p, image in rebuilt])

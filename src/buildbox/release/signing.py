@@ -26,7 +26,8 @@ from buildbox.define.project import Project
 from buildbox.errors import BuildboxError
 from buildbox.oci.cosign import KEYLESS, Cosign, CosignError, Trust
 from buildbox.oci.refs import Reference
-from buildbox.oci.registry import is_plain_http, open_registry
+from buildbox.oci.registry import Registry
+from buildbox.oci.transport import is_plain_http
 from buildbox.release import record
 from buildbox.settings import Settings
 from buildbox.source import Revision, origin_url
@@ -189,11 +190,14 @@ class Finding:
     detail: str
 
 
-def verify_release(settings: Settings, release: record.Release, checks: Trust) -> list[Finding]:
-    """Every signature and attestation a signed release must have, checked with ``checks``."""
+def verify_release(
+    settings: Settings, registry: Registry, release: record.Release, checks: Trust
+) -> list[Finding]:
+    """Every signature and attestation a signed release must have, checked with ``checks``;
+    ``registry`` is the one the release is on."""
     reference = Reference.parse(release.reference)
     repository = reference.name
-    findings = [_tag(settings, reference, release)]
+    findings = [_tag(registry, reference, release)]
     source = origin_url(settings.root) or settings.root.as_uri()
     commit = release.revision.removesuffix("-dirty")
     with cosign_for(settings, repository) as cosign:
@@ -215,11 +219,10 @@ def verify_release(settings: Settings, release: record.Release, checks: Trust) -
     return findings
 
 
-def _tag(settings: Settings, reference: Reference, release: record.Release) -> Finding:
+def _tag(registry: Registry, reference: Reference, release: record.Release) -> Finding:
     """The tag still names the recorded digest (an image pushed by hand under it would not)."""
     where = f"{reference.name}:{reference.tag or release.tag}"
-    with open_registry(reference, settings=settings) as registry:
-        now = registry.manifest_digest(reference.repository, reference.tag or release.tag)
+    now = registry.manifest_digest(reference.repository, reference.tag or release.tag)
     if now != release.digest:
         return Finding("tag", False, f"{where} points at {now or 'nothing'}, not {release.digest}")
     return Finding("tag", True, f"{where} points at {release.digest}")

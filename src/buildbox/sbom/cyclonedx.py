@@ -1,4 +1,5 @@
-"""CycloneDX 1.6 SBOMs of buildbox images, built with cyclonedx-python-lib, deterministic.
+"""The describe stage: the CycloneDX 1.6 SBOM of a built, verified image, made with
+cyclonedx-python-lib, deterministic, and validated once (an :class:`Sbom` is valid by making).
 
 The same image and inputs give a byte-identical file: the serial number is a UUID derived from the
 inputs, the timestamp is the source revision's time (or SOURCE_DATE_EPOCH), every bom-ref is
@@ -29,8 +30,9 @@ from cyclonedx.model.license import LicenseExpression
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
+from buildbox.build.build import Built
 from buildbox.build.engine import Engine
-from buildbox.build.labels import LABEL_BASE_DIGEST, LABEL_INPUTS
+from buildbox.build.labels import LABEL_INPUTS
 from buildbox.define.boxes import Box
 from buildbox.define.inputs import box_components
 from buildbox.define.library import Component as LibraryComponent
@@ -38,12 +40,13 @@ from buildbox.define.project import Project
 from buildbox.digests import file_sha256
 from buildbox.errors import BuildboxError
 from buildbox.files import write_atomically
+from buildbox.oci.image import PreparedImage
 from buildbox.oci.refs import Reference
 from buildbox.sbom import validation
-from buildbox.sbom.naming import COMMITTED_DIR, OUTPUT_DIR, filename
 from buildbox.sbom.packages import OsPackage, inventory
+from buildbox.sbom.paths import COMMITTED_DIR, OUTPUT_DIR, filename
 from buildbox.source import Revision
-from buildbox.verify import Report, require_verified
+from buildbox.verify import Report
 
 #: Property names (CycloneDX properties are free-form; a prefix keeps ours apart).
 PREFIX = "buildbox:"
@@ -289,30 +292,56 @@ def _oci_purl(repository: str, digest: str, platform: str | None = None) -> Pack
     )
 
 
-def describe_image(
-    engine: Engine, project: Project, box: Box, image_ref: str, revision: Revision
-) -> str:
-    """Verify the image, inventory its OS packages, and render its SBOM (validated)."""
-    report = require_verified(engine, project, box, image_ref, "no SBOM is written")
-    image = engine.image(image_ref)
-    assert image is not None  # verify has just found it
+@dataclass(frozen=True)
+class Sbom:
+    """One platform image's SBOM, CycloneDX 1.6 JSON, validated once: make one with
+    :meth:`checked` (or :func:`render`), never directly."""
+
+    platform: str
+    text: str
+
+    @classmethod
+    def checked(cls, platform: str, text: str) -> Sbom:
+        """``text`` as an SBOM; an error unless it is valid CycloneDX 1.6."""
+        validate(text)
+        return cls(platform, text)
+
+    @property
+    def data(self) -> bytes:
+        return self.text.encode()
+
+
+def describe(
+    engine: Engine,
+    project: Project,
+    box: Box,
+    built: Built,
+    report: Report,
+    revision: Revision,
+    prepared: PreparedImage | None = None,
+    repository: str | None = None,
+) -> Sbom:
+    """The SBOM of ``built``, which ``report`` verified: its OS packages read from the image.
+
+    ``prepared`` (the normalised image a release publishes to ``repository``) makes the SBOM
+    name the image by the digests it is published under; without it, by the local image id.
+    """
     facts = ImageFacts(
-        image_id=image.id,
-        platform=report.platform,
-        inputs_digest=image.labels.get(LABEL_INPUTS, ""),
-        repository=None,
-        digest=None,
-        base_digest=image.labels.get(LABEL_BASE_DIGEST),
+        # The normalised config's digest: the same for every build of these inputs.
+        image_id=prepared.config_digest if prepared else built.image_id,
+        platform=built.platform,
+        inputs_digest=built.image.labels.get(LABEL_INPUTS, ""),
+        repository=repository,
+        digest=prepared.digest if prepared else None,
+        base_digest=built.base_digest,
     )
-    bom = build_bom(project, box, facts, report, inventory(engine, image.id), revision)
-    return render(bom)
+    packages = inventory(engine, built.image_id)
+    return render(build_bom(project, box, facts, report, packages, revision), built.platform)
 
 
-def render(bom: Bom) -> str:
+def render(bom: Bom, platform: str) -> Sbom:
     """The SBOM as CycloneDX 1.6 JSON, validated against the schema."""
-    text = JsonV1Dot6(bom).output_as_string(indent=2) + "\n"
-    validate(text)
-    return text
+    return Sbom.checked(platform, JsonV1Dot6(bom).output_as_string(indent=2) + "\n")
 
 
 def validate(text: str) -> None:
@@ -324,8 +353,7 @@ def validate(text: str) -> None:
         )
 
 
-def write(path: Path, text: str) -> None:
-    """Validate, then write ``path`` atomically (never a half-written or invalid SBOM)."""
-    validate(text)
+def write(path: Path, sbom: Sbom) -> None:
+    """Write ``path`` atomically (never a half-written file); ``sbom`` is valid by making."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, text)
+    write_atomically(path, sbom.text)

@@ -11,7 +11,7 @@ from packageurl import PackageURL
 
 from buildbox.build.emulation import host_platform
 from buildbox.errors import BuildboxError
-from buildbox.sbom.naming import COMMITTED_DIR, version_filename
+from buildbox.sbom.paths import COMMITTED_DIR, version_filename
 
 
 def paths(

@@ -1,4 +1,5 @@
-"""`invoke lock`: resolve a box's OS packages with the distribution's own resolver, and pin them.
+"""Resolving a box's OS packages with the distribution's own resolver, to pin them in its package
+lock (`invoke lock`).
 
 For every platform, a throw-away container of the pinned base (the only step with the network,
 the host's) runs ``apt-get update`` and asks apt what ``apt-get install`` of the listed packages
@@ -171,7 +172,7 @@ def resolve_bootstrap(box: Box, platform: str) -> tuple[LockedPackage, ...]:
     """
     assert box.bootstrap is not None
     mirror = box.bootstrap.mirror.rstrip("/")
-    with tempfile.TemporaryDirectory(prefix="buildbox-lock-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="buildbox-resolve-") as scratch:
         debs, lists = Path(scratch) / "debs", Path(scratch) / "lists"
         debs.mkdir()
         lists.mkdir()
@@ -242,7 +243,7 @@ def changes(old: PackageLock | None, new: PackageLock) -> list[Change]:
     return found
 
 
-def lock_box(
+def resolve_box(
     project: Project,
     box: Box,
     *,
@@ -266,7 +267,7 @@ def lock_box(
             log(f"resolving the bootstrapped base of {box.name} ({each}) with mmdebstrap")
             platforms[each] = PlatformLock("", resolve_bootstrap(box, each))
             continue
-        base = ensure_base(engine, box.base, each, allow_floating=False)
+        base = ensure_base(engine, box.base, each, False, project.settings)
         log(f"resolving {len(box.packages)} package(s) for {box.name} ({each}) in {base}")
         output, status = engine.run_script(
             base, resolve_script(box.packages, box.snapshot), 1800, "lock", network="host"

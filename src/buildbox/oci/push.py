@@ -1,0 +1,222 @@
+"""Pushing a release: blobs, each image manifest by digest, its SBOM referrer, the index, and the
+tag last.
+
+The order is what makes a release safe to see: when a consumer can read the tag, the images and
+their SBOMs are all in the registry. A push that dies halfway leaves no tag; pushing again skips
+the blobs already there. Tags in registries such as the CNCF distribution registry are not
+immutable, and HEAD-then-PUT is a race: the tag is checked before anything is pushed, again
+before it is written, and read back after.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from buildbox.digests import digest_of
+from buildbox.errors import BuildboxError
+from buildbox.oci import documents, referrers
+from buildbox.oci.documents import OCI_INDEX, OCI_MANIFEST
+from buildbox.oci.image import PreparedImage
+from buildbox.oci.registry import Registry, RegistryError
+
+#: What a registry answers to a manifest whose blobs it does not have (yet, or any more).
+BLOBS_MISSING = frozenset({"BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"})
+
+
+class PushProgress(Protocol):
+    """What a push reports as it goes (``output.UploadLog`` shows it)."""
+
+    def sent(self, digest: str, done: int, total: int) -> None:
+        """Bytes of a blob the registry has taken; ``done == total`` when it is no longer in
+        flight, whether it landed or failed."""
+
+    def uploaded(self, digest: str, count: int, seconds: float) -> None:
+        """A blob was uploaded."""
+
+    def mounted(self, digest: str, origin: str) -> None:
+        """A blob was mounted from another repository of the registry."""
+
+
+class _Silent:
+    def sent(self, digest: str, done: int, total: int) -> None:
+        """Nobody is told."""
+
+    def uploaded(self, digest: str, count: int, seconds: float) -> None:
+        """Nobody is told."""
+
+    def mounted(self, digest: str, origin: str) -> None:
+        """Nobody is told."""
+
+
+SILENT: PushProgress = _Silent()
+#: Signs what was pushed before the tag is written: (host/repository, the tag's digest,
+#: each platform's image digest).
+Sign = Callable[[str, str, dict[str, str]], None]
+
+
+@dataclass(frozen=True)
+class PlatformImage:
+    """One platform's image, ready to push, with its SBOM."""
+
+    platform: str
+    image: PreparedImage
+    sbom: bytes
+    sbom_title: str
+
+
+@dataclass(frozen=True)
+class Published:
+    repository: str  # host/repository
+    tag: str
+    #: What the tag names: the image manifest for one platform, the OCI index for several.
+    digest: str
+    #: Per platform: (image manifest digest, SBOM artifact digest).
+    platforms: dict[str, tuple[str, str]]
+    #: False when the tag already named this very content (nothing new was tagged).
+    tagged_now: bool
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}:{self.tag}@{self.digest}"
+
+
+def top_manifest(images: list[PlatformImage]) -> tuple[bytes, str]:
+    """What the tag will name: the image itself for one platform, an index for several."""
+    if len(images) == 1:
+        return images[0].image.manifest, OCI_MANIFEST
+    pairs = [(entry.platform, entry.image.descriptor) for entry in images]
+    return documents.index_manifest(pairs), OCI_INDEX
+
+
+def tag_state(where: str, existing: str | None, digest: str) -> bool:
+    """Whether the tag at ``where`` already names ``digest`` (False: absent); refuse otherwise."""
+    if existing is None:
+        return False
+    if existing != digest:
+        raise BuildboxError(
+            f"{where} already points at {existing}; this release is {digest}. A released version "
+            "is immutable: bump the box's version to publish new content. The registry was not "
+            "changed."
+        )
+    return True
+
+
+def push_blobs(
+    registry: Registry,
+    repository: str,
+    blobs: list[tuple[str, Path | bytes]],
+    *,
+    workers: int = 4,
+    mounts: Mapping[str, str] | None = None,
+    progress: PushProgress = SILENT,
+) -> None:
+    """Each blob the registry lacks: mounted from another repository of the registry that has
+    it (``mounts``: digest -> repository), else uploaded; ``workers`` at once."""
+
+    def one(digest: str, source: Path | bytes) -> None:
+        origin = (mounts or {}).get(digest)
+        missing = origin is not None and not registry.has_blob(repository, digest)
+        if missing and origin is not None and registry.mount_blob(repository, digest, origin):
+            progress.mounted(digest, origin)
+            return
+        started = time.monotonic()
+        count = len(source) if isinstance(source, bytes) else source.stat().st_size
+        try:
+            uploaded = registry.upload_blob(
+                repository, digest, source, lambda done: progress.sent(digest, done, count)
+            )
+        finally:
+            progress.sent(digest, count, count)  # no longer in flight, whatever happened
+        if uploaded:
+            progress.uploaded(digest, count, max(time.monotonic() - started, 1e-3))
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for future in [pool.submit(one, digest, source) for digest, source in blobs]:
+            future.result()
+
+
+def push_image(
+    registry: Registry,
+    repository: str,
+    image: PreparedImage,
+    *,
+    workers: int = 4,
+    mounts: Mapping[str, str] | None = None,
+    progress: PushProgress = SILENT,
+) -> None:
+    """Blobs first (skipping those the registry has), then the manifest by digest.
+
+    A manifest refused for a missing blob (another release of the same content may be between
+    its upload and its commit, or a registry lost one) makes the blobs be checked and uploaded
+    again, then the manifest is sent again.
+    """
+    blobs: list[tuple[str, Path | bytes]] = [(digest_of(image.config), image.config)]
+    blobs += [(layer.digest, layer.path) for layer in image.layers]
+    for attempt in range(3):
+        push_blobs(registry, repository, blobs, workers=workers, mounts=mounts, progress=progress)
+        try:
+            registry.put_manifest(repository, image.digest, image.manifest, OCI_MANIFEST)
+            return
+        except RegistryError as error:
+            if not error.codes & BLOBS_MISSING or attempt == 2:
+                raise
+
+
+def push(
+    registry: Registry,
+    repository: str,
+    tag: str,
+    images: list[PlatformImage],
+    created: str,
+    *,
+    immutable: bool = True,
+    sign: Sign | None = None,
+    workers: int = 4,
+    mounts: Mapping[str, str] | None = None,
+    progress: PushProgress = SILENT,
+) -> Published:
+    """Push every platform image and its SBOM, the index if several, then the tag; re-read it.
+
+    ``sign`` runs after everything is pushed and before the tag is written, so a tag never
+    names unsigned content.
+    """
+    top, media_type = top_manifest(images)
+    digest = digest_of(top)
+    where = f"{registry.host}/{repository}:{tag}"
+    existing = registry.manifest_digest(repository, tag) if immutable else None
+    already = tag_state(where, existing, digest)
+    platforms = {}
+    for entry in images:
+        push_image(
+            registry, repository, entry.image, workers=workers, mounts=mounts, progress=progress
+        )
+        sbom = referrers.attach_sbom(
+            registry, repository, entry.image.descriptor, entry.sbom, entry.sbom_title, created
+        )
+        platforms[entry.platform] = (entry.image.digest, sbom)
+    if media_type == OCI_INDEX:
+        registry.put_manifest(repository, digest, top, OCI_INDEX)
+    if sign is not None:
+        sign(f"{registry.host}/{repository}", digest, {p: d for p, (d, _) in platforms.items()})
+    if not already:
+
+        def write_tag() -> None:
+            # Each attempt checks the tag again: another release may have written it meanwhile.
+            if not tag_state(where, registry.manifest_digest(repository, tag), digest):
+                registry.put_manifest(repository, tag, top, media_type)
+
+        registry.retrying(f"tagging {where}", write_tag)
+    now = registry.manifest_digest(repository, tag)
+    if now != digest:
+        raise RegistryError(
+            f"after tagging, {where} points at {now}, not {digest}: someone else wrote the tag at "
+            "the same time. Investigate before anyone pins it."
+        )
+    return Published(
+        f"{registry.host}/{repository}", tag, digest, platforms, tagged_now=not already
+    )

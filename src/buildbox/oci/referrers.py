@@ -1,0 +1,72 @@
+"""OCI 1.1 referrers: the SBOM as an artifact whose subject is its image, and finding it again.
+
+The artifact manifest goes in by digest; a registry with the referrers API answers with an
+``OCI-Subject`` header. Without one (the CNCF distribution registry, GHCR) the client keeps the
+fallback index tagged ``sha256-<subject hex>``, as the distribution spec requires, so that
+``oras discover``-style clients find the SBOM either way.
+"""
+
+from __future__ import annotations
+
+import json
+
+from buildbox.digests import digest_of
+from buildbox.oci import documents
+from buildbox.oci.documents import EMPTY_JSON, OCI_INDEX, OCI_MANIFEST, SBOM_TYPE, Descriptor
+from buildbox.oci.registry import Registry, RegistryError
+
+
+def attach_sbom(
+    registry: Registry, repository: str, subject: Descriptor, sbom: bytes, title: str, created: str
+) -> str:
+    """Push the SBOM artifact (and the fallback referrers index if needed); its digest."""
+    registry.upload_blob(repository, digest_of(EMPTY_JSON), EMPTY_JSON)
+    registry.upload_blob(repository, digest_of(sbom), sbom)
+    manifest = documents.sbom_manifest(subject, sbom, title, created)
+    response = registry.put_manifest(repository, digest_of(manifest), manifest, OCI_MANIFEST)
+    if "OCI-Subject" not in response.headers:
+        # No referrers API: keep the index tagged sha256-<subject hex>, as the spec requires.
+        update_fallback_index(
+            registry, repository, subject.digest, Descriptor.of(OCI_MANIFEST, manifest), SBOM_TYPE
+        )
+    return digest_of(manifest)
+
+
+def update_fallback_index(
+    registry: Registry, repository: str, subject: str, entry: Descriptor, artifact_type: str
+) -> None:
+    """Add ``entry`` to the fallback referrers index of ``subject``: read, merge, write, and
+    read back, again while another writer's index replaced ours (they must not lose entries).
+
+    Registries have no conditional PUT, so two writers can still interleave between a read and
+    a write; the read-back makes the loser merge and write again, which closes all but a
+    window as short as one round trip.
+    """
+    tag = documents.fallback_tag(subject)
+    for _ in range(5):
+        existing = registry.get_manifest(repository, tag)
+        index = documents.with_referrer(existing[0] if existing else None, entry, artifact_type)
+        registry.put_manifest(repository, tag, index, OCI_INDEX)
+        now = registry.get_manifest(repository, tag)
+        if now is not None and entry.digest in documents.referrers_of_type(
+            json.loads(now[0]), artifact_type
+        ):
+            return
+    raise RegistryError(
+        f"the fallback referrers index {registry.host}/{repository}:{tag} kept changing under "
+        "this publish; run it again"
+    )
+
+
+def find_sbom(registry: Registry, repository: str, subject: str) -> bytes | None:
+    """The SBOM attached to ``subject``: through the referrers API, else the fallback index."""
+    index = registry.referrers(repository, subject)
+    if index is None:
+        found = registry.get_manifest(repository, documents.fallback_tag(subject))
+        index = json.loads(found[0]) if found else {"manifests": []}
+    for digest in documents.referrers_of_type(index, SBOM_TYPE):
+        manifest = registry.get_manifest(repository, digest)
+        blob = documents.sbom_layer(manifest[0], subject) if manifest else None
+        if blob is not None:
+            return registry.get_blob(repository, blob)
+    return None

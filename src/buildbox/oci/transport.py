@@ -1,0 +1,307 @@
+"""HTTP to one registry, beneath the distribution verbs (``oci.registry``): the address and TLS
+trust, authentication (basic, or bearer tokens from the registry's token service, kept per
+scope), the error a user reads, and retrying whole operations per the shared
+:class:`~buildbox.http.RetryPolicy`.
+
+Layered as go-containerregistry layers its transports: a request goes out with the token of its
+scope; a 401 asks :class:`Auth` for a new one (at most twice, see :meth:`Transport.request`);
+a failure worth repeating is a :class:`TransientError`, which :meth:`Transport.retrying` repeats
+with backoff within the policy's attempts and time. Credentials never appear in a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+
+from buildbox.errors import BuildboxError
+from buildbox.http import (
+    DEFAULT_RETRIES,
+    TRANSIENT_STATUSES,
+    RetryPolicy,
+    is_loopback,
+    reason,
+    retrying_session,
+)
+from buildbox.oci.credentials import Credentials
+
+T = TypeVar("T")
+#: Fresh tokens a request may be sent with before a 401 is final: a token can be refused right
+#: after it was issued (parallel uploads renew at the same moment, or the service rotates keys).
+AUTHENTICATIONS = 2
+
+
+class RegistryError(BuildboxError):
+    """The registry refused or failed a request; the message never holds a secret."""
+
+    def __init__(
+        self, message: str, status: int | None = None, codes: frozenset[str] = frozenset()
+    ):
+        super().__init__(message)
+        self.status = status
+        #: The OCI error codes the registry answered with (BLOB_UNKNOWN, ...).
+        self.codes = codes
+
+
+class TransientError(RegistryError):
+    """A failure that may not happen again: the operation is worth repeating."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message, status)
+        #: Seconds the registry asked to wait (Retry-After), if it did.
+        self.retry_after = retry_after
+
+
+def is_plain_http(host: str) -> bool:
+    """Loopback registries speak plain http (as the Docker engine assumes); others https."""
+    return is_loopback(host.rsplit(":", 1)[0] if not host.endswith("]") else host)
+
+
+class Auth:
+    """The registry's authentication: the Authorization header of each scope, renewed from a
+    401's challenge (basic with the credentials, or a bearer token from the token service)."""
+
+    def __init__(
+        self,
+        host: str,
+        credentials: Credentials | None,
+        http: requests.Session,
+        timeout: float,
+        verify: str | bool,
+    ) -> None:
+        self.host = host
+        self.credentials = credentials
+        self._http, self._timeout, self._verify = http, timeout, verify
+        self._headers: dict[str, str] = {}  # scope -> Authorization header
+
+    def header(self, scope: str) -> str | None:
+        return self._headers.get(scope)
+
+    def renew(self, challenge: requests.Response, scope: str) -> None:
+        """Answer a 401's ``WWW-Authenticate`` challenge for ``scope``."""
+        kind, _, params = challenge.headers.get("WWW-Authenticate", "").partition(" ")
+        if kind.lower() == "basic":
+            self._headers[scope] = self._basic()
+        elif kind.lower() == "bearer":
+            self._headers[scope] = "Bearer " + self._token(_challenge(params), scope)
+        else:
+            raise RegistryError(f"the registry {self.host} asks for unsupported auth {kind!r}")
+
+    def _basic(self) -> str:
+        if self.credentials is None:
+            raise RegistryError(
+                f"the registry {self.host} needs credentials: set BUILDBOX_REGISTRY_USERNAME "
+                f"and BUILDBOX_REGISTRY_PASSWORD, or `docker login {self.host}`"
+            )
+        pair = f"{self.credentials.username}:{self.credentials.password}".encode()
+        return "Basic " + base64.b64encode(pair).decode()
+
+    def _token(self, fields: dict[str, str], scope: str) -> str:
+        realm = fields.get("realm")
+        if realm is None:
+            raise RegistryError(
+                f"the registry {self.host} asked for a token without naming its token service"
+            )
+        query = {"service": fields.get("service", ""), "scope": fields.get("scope", scope)}
+        credentials = self.credentials
+        auth = (credentials.username, credentials.password) if credentials else None
+        try:
+            answer = self._http.get(
+                realm, params=query, auth=auth, timeout=self._timeout, verify=self._verify
+            )
+        except requests.exceptions.SSLError as error:
+            raise RegistryError(
+                untrusted(f"the token service of {self.host} ({realm})", error)
+            ) from None
+        except requests.RequestException as error:
+            raise RegistryError(
+                f"the registry {self.host} asked for a token, but its token service {realm} "
+                f"failed: {reason(error)}"
+            ) from None
+        if answer.status_code != 200:
+            who = f" for user {credentials.username!r}" if credentials else ""
+            raise RegistryError(
+                f"the token service of {self.host} refused the credentials{who} "
+                f"(HTTP {answer.status_code})"
+            )
+        body = answer.json()
+        return str(body.get("token") or body.get("access_token", ""))
+
+
+class Transport:
+    """Requests to one registry host: ``insecure`` hosts are reached over plain http, others
+    over TLS checked against ``ca_bundle`` (else the system's CAs)."""
+
+    def __init__(
+        self,
+        host: str,
+        credentials: Credentials | None = None,
+        *,
+        insecure: bool | None = None,
+        timeout: float = 60,
+        ca_bundle: Path | None = None,
+        policy: RetryPolicy = DEFAULT_RETRIES,
+    ) -> None:
+        self.host = host
+        self.policy = policy
+        self.timeout = timeout
+        # A CA bundle means TLS, on loopback too (where plain http is otherwise assumed).
+        plain = is_plain_http(host) and ca_bundle is None if insecure is None else insecure
+        #: What TLS certificates are checked against: the bundle, else the system's (True lets
+        #: requests honour REQUESTS_CA_BUNDLE).
+        self.verify: str | bool = str(ca_bundle) if ca_bundle else True
+        # Docker Hub's images are named docker.io/...; its API answers at registry-1.docker.io.
+        api_host = "registry-1.docker.io" if host in ("docker.io", "index.docker.io") else host
+        self.base = f"{'http' if plain else 'https'}://{api_host}"
+        # No retries below: every operation is retried as a whole (see retrying).
+        self.http = retrying_session(retries=0, backoff=0, statuses=())
+        self.auth = Auth(host, credentials, self.http, timeout, self.verify)
+        # Per thread: blobs may upload in parallel, each operation with its own time limit.
+        self._state = threading.local()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def absolute(self, location: str) -> str:
+        return f"{self.base}{location}" if location.startswith("/") else location
+
+    def request(
+        self, method: str, url: str, scope: str, *, ok: tuple[int, ...] = (200,), **options: Any
+    ) -> requests.Response:
+        """One request (``url`` absolute or a path), authenticated for ``scope``; a status not in
+        ``ok`` is a :class:`RegistryError` (a :class:`TransientError` when worth repeating)."""
+        url = self.absolute(url)
+        for attempt in range(AUTHENTICATIONS + 1):
+            headers = dict(options.pop("headers", {}) or {})
+            if token := self.auth.header(scope):
+                headers["Authorization"] = token
+            try:
+                response = self.http.request(
+                    method, url, headers=headers, timeout=self._request_timeout(),
+                    verify=self.verify, **options,
+                )  # fmt: skip
+            except requests.exceptions.SSLError as error:  # never better on a second try
+                raise RegistryError(untrusted(f"the registry {self.host}", error)) from None
+            except requests.RequestException as error:
+                raise TransientError(
+                    f"cannot reach the registry {self.host} ({method} "
+                    f"{url.removeprefix(self.base)}): {reason(error)}"
+                ) from None
+            if response.status_code == 401 and attempt < AUTHENTICATIONS:
+                self.auth.renew(response, scope)
+                options["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+                if "data" in options and hasattr(options["data"], "seek"):
+                    options["data"].seek(0)
+                continue
+            break
+        if response.status_code not in ok:
+            message = self._explain(method, url, response)
+            if response.status_code in TRANSIENT_STATUSES:
+                asked = _retry_after(response.headers.get("Retry-After"))
+                raise TransientError(message, response.status_code, asked)
+            raise RegistryError(message, response.status_code, _codes(response))
+        return response
+
+    def _request_timeout(self) -> float:
+        """A request's timeout: the client's, or less when the operation's time is running out."""
+        deadline: float | None = getattr(self._state, "deadline", None)
+        if deadline is None:
+            return self.timeout
+        return max(0.5, min(self.timeout, deadline - time.monotonic()))
+
+    def retrying(self, what: str, operation: Callable[[], T]) -> T:
+        """``operation`` (idempotent as a whole), repeated on transient failures per the policy.
+
+        Nested calls (an operation made of operations) run once inside the outer one's time.
+        """
+        if getattr(self._state, "deadline", None) is not None:
+            return operation()
+        policy = self.policy
+        started = time.monotonic()
+        deadline = self._state.deadline = started + policy.time_limit
+        try:
+            for attempt in range(1, policy.attempts + 1):
+                try:
+                    return operation()
+                except TransientError as error:
+                    last = error
+                    delay = policy.delay(attempt, error.retry_after)
+                    if attempt == policy.attempts or time.monotonic() + delay > deadline:
+                        break
+                    time.sleep(delay)
+        finally:
+            self._state.deadline = None
+        elapsed = time.monotonic() - started
+        raise RegistryError(
+            f"{what}: gave up after {attempt} attempt(s) in {elapsed:.1f} s (limits: "
+            f"{policy.attempts} attempts, {policy.time_limit:g} s); the last failure: {last}",
+            last.status,
+        )
+
+    def _explain(self, method: str, url: str, response: requests.Response) -> str:
+        path = url.removeprefix(self.base)
+        status = response.status_code
+        credentials = self.auth.credentials
+        if status == 401:
+            user = f"user {credentials.username!r}" if credentials else "anonymous access"
+            challenge = _challenge(response.headers.get("WWW-Authenticate", ""))
+            if challenge.get("error") == "insufficient_scope":
+                # The token service answered, but without the access this request needs.
+                _, name, asked = (challenge.get("scope", "") + "::").split(":")[:3]
+                # Sorted: the registry lists the actions in no fixed order.
+                actions = ",".join(sorted(a for a in asked.split(",") if a))
+                return (
+                    f"the registry {self.host} did not grant {user} {actions or 'the'} access "
+                    f"to {name or path} (HTTP 401 insufficient_scope on {method} {path}): ask "
+                    "its administrators for that permission, or publish where you have it"
+                )
+            who = f"the credentials for {user}" if credentials else user
+            return f"the registry {self.host} refused {who} (HTTP 401 on {method} {path})"
+        if status == 403:
+            return f"the registry {self.host} denied {method} {path} (HTTP 403): no permission"
+        try:
+            errors = response.json().get("errors", [])
+            detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
+        except ValueError:
+            detail = response.text[:200]
+        return f"the registry {self.host} answered HTTP {status} to {method} {path}: {detail}"
+
+
+def untrusted(what: str, error: Exception) -> str:
+    return (
+        f"{what} cannot be trusted: {reason(error)}; if a private CA signed its certificate, "
+        "set buildbox.registry_ca_bundle (or REQUESTS_CA_BUNDLE) to that CA's PEM file"
+    )
+
+
+def _challenge(params: str) -> dict[str, str]:
+    """The ``key="value"`` pairs of a ``WWW-Authenticate`` header."""
+    return dict(re.findall(r'(\w+)="([^"]*)"', params))
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (a number of seconds, or an HTTP date)."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _codes(response: requests.Response) -> frozenset[str]:
+    try:
+        return frozenset(str(e.get("code")) for e in response.json().get("errors", []))
+    except (ValueError, AttributeError):
+        return frozenset()

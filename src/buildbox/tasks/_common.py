@@ -1,0 +1,112 @@
+"""What every task shares: settings from invoke's configuration, the project and box a command is
+about, the engine and fetcher of the commands that build, clean failures, and printing checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+
+from invoke.config import DataProxy
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+from buildbox import output
+from buildbox import settings as settings_stage
+from buildbox.errors import BuildboxError
+
+if TYPE_CHECKING:
+    from buildbox.build.engine import Engine
+    from buildbox.define.boxes import Box
+    from buildbox.define.project import Project
+    from buildbox.fetch import Fetcher
+    from buildbox.verify import Report
+
+P = ParamSpec("P")
+R = TypeVar("R")
+#: Where the INVOKE_BUILDBOX_* variables taken out of invoke's way are kept for the tasks.
+ENVIRONMENT_KEY = "buildbox_environment"
+#: The --builder option of the tasks that build.
+BUILDER_HELP = (
+    "Build with BuildKit on this buildx builder instance (e.g. a remote one from `docker buildx "
+    "create`); default: buildbox.buildx_builder, else the current one."
+)
+
+
+def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn a :class:`BuildboxError` into its message and exit code 1, never a traceback.
+
+    First, the INVOKE_BUILDBOX_* variables ``namespace`` took out of invoke's way go back into
+    the environment: invoke has read its own by now, and whatever runs next (a tool the task
+    starts, or invoke again in the same process) sees them as the user set them.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        ctx = args[0]
+        assert isinstance(ctx, Context)
+        settings_stage.restore_environment(plain(ctx.config.get(ENVIRONMENT_KEY, {})))
+        try:
+            return func(*args, **kwargs)
+        except BuildboxError as error:
+            raise Exit(f"buildbox: {error}", code=1) from None
+
+    return wrapper
+
+
+def settings(ctx: Context, buildx_builder: str | None = None) -> settings_stage.Settings:
+    """The project's settings (invoke.yaml, INVOKE_BUILDBOX_*); naming a buildx builder
+    instance asks for BuildKit."""
+    environment = plain(ctx.config.get(ENVIRONMENT_KEY, {}))
+    found = settings_stage.from_config(plain(ctx.config.buildbox), environment)
+    if buildx_builder:
+        found = dataclasses.replace(found, builder="buildkit", buildx_builder=buildx_builder)
+    return found
+
+
+def load(
+    ctx: Context, box: str, *, builder: str | None = None, **options: Any
+) -> tuple[Project, Box]:
+    """The project with only ``box`` read (and what it takes from the library), and that box;
+    ``options`` go to ``define.project.load``."""
+    from buildbox.define import project as project_stage
+
+    project = project_stage.load(settings(ctx, builder), box=box, **options)
+    return project, project.box(box)
+
+
+def plain(value: Any) -> Any:
+    """invoke's configuration proxies as plain dicts, all the way down."""
+    if isinstance(value, DataProxy):
+        keys = cast("list[str]", list(value))  # DataProxy's own annotation of __iter__ is off
+        return {key: plain(value[key]) for key in keys}
+    return value
+
+
+@contextmanager
+def engine_and_fetcher(
+    found: settings_stage.Settings, artifacts: int
+) -> Iterator[tuple[Engine, Fetcher]]:
+    """The engine, and a fetcher reporting on stderr, for the commands that build."""
+    from buildbox.build.engine import Engine
+    from buildbox.fetch import Fetcher
+
+    with output.fetch_progress(sys.stderr, artifacts) as progress, Engine.connect() as engine:
+        yield engine, Fetcher(found, progress)
+
+
+def print_checks(results: Iterable[tuple[bool, str]]) -> int:
+    """``PASS  <what>`` or ``FAIL  <what>``, a line each; how many failed."""
+    failed = 0
+    for ok, what in results:
+        print(f"{'PASS' if ok else 'FAIL'}  {what}")
+        failed += not ok
+    return failed
+
+
+def print_report(report: Report) -> int:
+    """A verify report (``verify.Report``) as its checks; how many failed."""
+    return print_checks((check.ok, f"{check.name}: {check.detail}") for check in report.checks)

@@ -1,0 +1,337 @@
+"""The tasks that release and check releases: sbom, sbom-diff, publish, release, ref, audit,
+verify-release, reproduce, matrix."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
+
+from buildbox import output
+from buildbox.errors import BuildboxError
+from buildbox.tasks._common import (
+    BUILDER_HELP,
+    engine_and_fetcher,
+    fails_cleanly,
+    load,
+    print_checks,
+    settings,
+)
+
+
+@task(
+    positional=["box"],
+    help={
+        "box": "The box whose images to describe.",
+        "image": "Describe this image instead of the box's local release tag(s).",
+        "platform": "Only this platform's image (default: all of the box's).",
+        "output": "Where to write it (default: dist/sbom/<box>/v<N>-<os>-<arch>.cdx.json; "
+        "-: stdout). The committed sbom/ is written only by `invoke release`.",
+    },
+)
+@fails_cleanly
+def sbom(
+    ctx: Context,
+    box: str,
+    image: str | None = None,
+    platform: str | None = None,
+    output_: str | None = None,
+) -> None:
+    """Write the CycloneDX 1.6 SBOM of each built, verified image (validated before writing)."""
+    from buildbox.build.build import locate
+    from buildbox.build.engine import Engine
+    from buildbox.sbom import cyclonedx
+    from buildbox.source import revision
+    from buildbox.verify import require_passed, verify
+
+    project, chosen = load(ctx, box)
+    targets = chosen.platforms_for(platform)
+    if len(targets) > 1 and (image or output_ not in (None, "-")):
+        raise BuildboxError("--image and --output describe one image: add --platform")
+    source = revision(project.settings.root)
+    with Engine.connect() as engine:
+        for target in targets:
+            built = locate(engine, project, chosen, target, source, image)
+            report = verify(engine, project, chosen, built)
+            require_passed(report, "no SBOM is written")
+            described = cyclonedx.describe(engine, project, chosen, built, report, source)
+            if output_ == "-":
+                sys.stdout.write(described.text)
+                continue
+            path = cyclonedx.output_path(project, chosen, target, output_)
+            cyclonedx.write(path, described)
+            print(f"wrote {project.settings.shown(path)} (CycloneDX 1.6, valid)")
+
+
+@task(
+    name="sbom-diff",
+    # Positional, so `invoke sbom-diff A B` works; invoke also accepts them as --from/--to.
+    positional=["from_", "to"],
+    help={
+        "from_": "The earlier SBOM: a file, or with --box a version such as v2.",
+        "to": "The later SBOM: a file, or with --box a version such as v3.",
+        "box": "Compare the box's committed SBOMs (sbom/<box>/) of versions --from and --to.",
+        "platform": "With --box: whose SBOMs (default: this machine's platform).",
+        "json": "Print JSON instead of a table.",
+    },
+)
+@fails_cleanly
+def sbom_diff(
+    ctx: Context,
+    from_: str,
+    to: str,
+    box: str | None = None,
+    platform: str | None = None,
+    json_: bool = False,
+) -> None:
+    """Show components added, removed, or changed (version or hash) between two SBOMs."""
+    from buildbox.sbom import diff as diff_stage
+
+    before, after = diff_stage.paths(settings(ctx).root, from_, to, box, platform)
+    changes = diff_stage.diff(diff_stage.load(before), diff_stage.load(after))
+    if json_:
+        print(json.dumps([dataclasses.asdict(change) for change in changes], indent=2))
+    elif not changes:
+        print(f"no differences between {before} and {after}")
+    else:
+        print(
+            output.table(
+                ["CHANGE", "TYPE", "COMPONENT", "OLD", "NEW"],
+                [[c.kind, c.purl_type, c.name, c.old, c.new] for c in changes],
+            )
+        )
+
+
+@task(
+    positional=["box"],
+    help={
+        "box": "The box whose built, verified images (all its platforms) to publish.",
+        "dev": "Push to the mutable dev location <registry>/<box>-dev:<commit> instead.",
+    },
+)
+@fails_cleanly
+def publish(ctx: Context, box: str, dev: bool = False) -> None:
+    """Push the images and their SBOMs under the box's immutable release tag (written last).
+
+    Several platforms are published as one OCI image index.
+    """
+    from buildbox import local_registry
+    from buildbox.build.engine import Engine
+    from buildbox.release.publish import publish_box
+    from buildbox.source import revision
+
+    project, chosen = load(ctx, box)
+    local_registry.ensure_running(project.settings)
+    shown = output.upload_progress(sys.stdout)
+    with Engine.connect() as engine:
+        published = publish_box(
+            project, chosen, engine=engine, revision=revision(project.settings.root), dev=dev,
+            log=shown.line, progress=shown,
+        )  # fmt: skip
+    state = "published" if published.tagged_now else "already published (unchanged)"
+    print(f"{state}: {published.reference}")
+    for target, (digest, sbom_digest) in sorted(published.platforms.items()):
+        print(f"  {target}: {digest}, sbom {sbom_digest}")
+
+
+@task(
+    positional=["box"],
+    help={
+        "box": "The box to release (its current version in box.yaml, all its platforms).",
+        "builder": BUILDER_HELP,
+    },
+)
+@fails_cleanly
+def release(ctx: Context, box: str, builder: str | None = None) -> None:
+    """Build, verify, write the SBOMs, publish and record a box version: the one push-button."""
+    from buildbox import local_registry
+    from buildbox.release.record import RECORD_FILE
+    from buildbox.release.release import release_box
+    from buildbox.source import revision
+
+    project, chosen = load(ctx, box, builder=builder)
+    local_registry.ensure_running(project.settings)
+    artifacts = len(chosen.components) * len(chosen.platforms)
+    shown = output.upload_progress(sys.stdout)
+    with engine_and_fetcher(project.settings, artifacts) as (engine, fetcher):
+        done = release_box(
+            project, chosen, engine=engine, fetcher=fetcher,
+            revision=revision(project.settings.root), log=shown.line, progress=shown,
+        )  # fmt: skip
+    if done.new:
+        print(f"released {done.release.reference}")
+        if project.settings.signing_key:
+            print(
+                "signed with cosign: the release and each image, with SBOM and SLSA provenance "
+                "attestations (check: invoke verify-release)"
+            )
+        sboms = ", ".join(facts.sbom_path for facts in done.release.platforms.values())
+        print(f"recorded in {RECORD_FILE}; SBOMs: {sboms}: commit them")
+    else:
+        print(f"{chosen.name} {chosen.release_tag} is already released: {done.release.reference}")
+
+
+@task(
+    positional=["box"],
+    help={
+        "box": "The box whose pinned reference to print.",
+        "version": "Which released version (default: the latest), e.g. 3 or v3.",
+        "platform": "Print that platform's image instead of the multi-platform index.",
+        "json": "Print the release record entry as JSON.",
+    },
+)
+@fails_cleanly
+def ref(
+    ctx: Context,
+    box: str,
+    version: str | None = None,
+    platform: str | None = None,
+    json_: bool = False,
+) -> None:
+    """Print the pinned reference of a released box (repo:tag@sha256:...) for consumers to use."""
+    from buildbox.release import record
+
+    found = record.require(settings(ctx).root, box, version)
+    if json_:
+        print(json.dumps(dataclasses.asdict(found), indent=2))
+    else:
+        print(found.platform_reference(platform) if platform else found.reference)
+
+
+@task(help={"box": "Audit only this box's releases (default: all)."})
+@fails_cleanly
+def audit(ctx: Context, box: str | None = None) -> None:
+    """Check every recorded release: tag still at the digest, SBOM attached and as committed."""
+    from buildbox import local_registry
+    from buildbox.release import record
+    from buildbox.release.audit import audit as audit_stage
+
+    found = settings(ctx)
+    releases = [r for r in record.load(found.root) if box in (None, r.box)]
+    if releases:
+        local_registry.ensure_running(found)
+    results = audit_stage(found, releases)
+    for entry, problems in results:
+        print_checks([(not problems, entry.reference)])
+        for problem in problems:
+            print(f"      {problem}")
+    failures = sum(bool(problems) for _, problems in results)
+    if failures:
+        raise Exit(f"audit: {failures} of {len(results)} releases drifted", 1)
+    print(f"audit: {len(results)} release(s) match the registry and the committed SBOMs")
+
+
+@task(
+    name="verify-release",
+    positional=["box"],
+    help={
+        "box": "The box whose release to check.",
+        "version": "The released version (default: the latest), e.g. 3 or v3.",
+        "key": "The cosign public key to trust (a file or env://VARIABLE; default: "
+        "buildbox.signing_public_key).",
+        "identity": "Keyless: the signing workflow identity to trust (default: "
+        "buildbox.signing_identity).",
+    },
+)
+@fails_cleanly
+def verify_release(
+    ctx: Context,
+    box: str,
+    version: str | None = None,
+    key: str | None = None,
+    identity: str | None = None,
+) -> None:
+    """Check a release's signatures, that its signed SBOMs are the committed ones, and that its
+    signed provenance names this repository and the recorded revision."""
+    from buildbox import local_registry
+    from buildbox.oci.refs import Reference
+    from buildbox.oci.registry import open_registry
+    from buildbox.release import record, signing
+
+    found = settings(ctx)
+    if key or identity:
+        found = dataclasses.replace(
+            found, signing_public_key=key or "", signing_identity=identity or ""
+        )
+    release = record.require(found.root, box, version)
+    checks = signing.trust(found)
+    if checks is None:
+        raise BuildboxError(
+            "verify-release needs what to trust: --key=<cosign public key> (or "
+            "buildbox.signing_public_key), or --identity=<workflow URL> for keyless signatures"
+        )
+    local_registry.ensure_running(found)
+    with open_registry(Reference.parse(release.reference), found) as registry:
+        findings = signing.verify_release(found, registry, release, checks)
+    failed = print_checks((f.ok, f"{f.what}: {f.detail}") for f in findings)
+    if failed:
+        raise Exit(f"verify-release: {release.reference}: {failed} check(s) failed", 1)
+    print(f"verify-release: {release.reference} is signed, attested and as recorded")
+
+
+@task(
+    positional=["box"],
+    help={
+        "box": "The box whose release to rebuild.",
+        "version": "The released version to rebuild (default: the latest), e.g. 3 or v3.",
+        "builder": BUILDER_HELP,
+    },
+)
+@fails_cleanly
+def reproduce(
+    ctx: Context, box: str, version: str | None = None, builder: str | None = None
+) -> None:
+    """Rebuild a release from its recorded commit and compare with the record and the registry."""
+    from buildbox import local_registry
+    from buildbox.oci.refs import Reference
+    from buildbox.oci.registry import open_registry
+    from buildbox.release import record
+    from buildbox.release.reproduce import SAME_CONTENT
+    from buildbox.release.reproduce import reproduce as reproduce_stage
+
+    found = settings(ctx, builder)
+    release = record.require(found.root, box, version)
+    local_registry.ensure_running(found)
+    with (
+        engine_and_fetcher(found, 1) as (engine, fetcher),
+        open_registry(Reference.parse(release.reference), found) as registry,
+    ):
+        outcome = reproduce_stage(found, release, engine=engine, fetcher=fetcher, registry=registry)
+    print(f"recorded:    {outcome.recorded}")
+    print(f"in registry: {outcome.in_registry or 'nothing (the tag is gone)'}")
+    print(f"rebuilt:     {outcome.rebuilt}")
+    print(f"epoch:       {outcome.epoch} (the time the release was built as)")
+    for verdict in outcome.platforms:
+        print(f"  {verdict.platform}: {verdict.verdict}")
+    for line in outcome.differences:
+        print(f"  {line}")
+    if outcome.networked:
+        print(
+            f"note: {box} builds with the network (network: true in box.yaml): what it installs "
+            "from package repositories can change between builds, so it is not expected to "
+            "reproduce bit for bit."
+        )
+    if not outcome.reproducible:
+        raise Exit(f"reproduce: {box} v{outcome.version} did NOT reproduce", 1)
+    if outcome.bit_for_bit:
+        print(f"reproduce: {box} v{outcome.version} reproduced bit for bit")
+    else:
+        print(
+            f"reproduce: {box} v{outcome.version} reproduced: {SAME_CONTENT} (the files, their "
+            "metadata and the image config are identical; only the gzip bytes differ, e.g. "
+            "another zlib, or a release from before layers were deflated in blocks)"
+        )
+
+
+@task
+@fails_cleanly
+def matrix(ctx: Context) -> None:
+    """Print, as JSON for a CI matrix, each box and platform whose version is not yet released."""
+    from buildbox.define import project as project_stage
+    from buildbox.release.release import unreleased
+
+    print(json.dumps({"include": unreleased(project_stage.load(settings(ctx)))}))
