@@ -1,5 +1,5 @@
-"""Refusals and recovery the README promises, asserted by what a user reads: each message, and
-that running the release again completes what an interrupted one left."""
+"""Refusals and recovery docs/publishing.md promises, asserted by what a user reads: each
+message, and that running the release again completes what an interrupted one left."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Signed releases, checked with Debian's cosign: signatures, SBOM and provenance attestations,
 and every refusal verify-release promises. Keys are generated for the test; no transparency log
-(this machine reaches none)."""
+(the tests reach no network but loopback)."""
 
 from __future__ import annotations
 
