@@ -87,6 +87,18 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(variable)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """An ``engine`` test needs an engine: CI selects the engine configurations' runs with
+    ``-m engine`` and the rest with ``-m integration``, so each must carry both marks."""
+    wrong = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("engine") and not item.get_closest_marker("integration")
+    ]
+    if wrong:
+        raise pytest.UsageError(f"marked engine but not integration: {', '.join(wrong)}")
+
+
 def missing(what: str) -> NoReturn:
     """Fail under BUILDBOX_REQUIRE_DOCKER=1, otherwise skip: a missing engine is never a pass."""
     if REQUIRE_DOCKER:

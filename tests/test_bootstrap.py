@@ -31,6 +31,7 @@ def base_images(docker_client: Any, box: str) -> list[str]:
     ]
 
 
+@pytest.mark.engine
 def test_a_bootstrapped_base_locks_builds_offline_and_reproduces(
     fixture_project: FixtureProject, docker_client: Any
 ) -> None:

@@ -58,6 +58,7 @@ def add_dockerfile_line(project: FixtureProject, line: str) -> None:
     dockerfile.write_text(text.replace(marker, f"{line}\n{marker}", 1))
 
 
+@pytest.mark.engine
 def test_build_then_verify(fixture_project: FixtureProject, docker_client: Any) -> None:
     built = run_cli(fixture_project.root, "build", "--box=fixture")
     assert built.returncode == 0, built.stdout + built.stderr
@@ -91,6 +92,7 @@ def test_build_then_verify(fixture_project: FixtureProject, docker_client: Any) 
     assert "verify: all 5 checks passed" in verified.stdout
 
 
+@pytest.mark.engine
 def test_unchanged_inputs_skip_the_build_and_force_rebuilds(
     fixture_project: FixtureProject, artifacts: ArtifactServer
 ) -> None:
@@ -124,6 +126,7 @@ def test_tampered_download_is_refused_before_the_build(
     assert image_or_none(docker_client, fixture_project.release_tag()) is None
 
 
+@pytest.mark.engine
 def test_tampered_artifact_in_the_context_fails_inside_the_build(
     fixture_project: FixtureProject, docker_client: Any, tmp_path: Path
 ) -> None:
@@ -152,6 +155,7 @@ def test_tampered_artifact_in_the_context_fails_inside_the_build(
     assert f"sha256 mismatch for /buildbox/artifacts/hello/hello-{HELLO_VERSION}.tar.gz" in message
 
 
+@pytest.mark.engine
 def test_build_has_no_network_unless_the_box_declares_it(
     fixture_project: FixtureProject, artifacts: ArtifactServer, busybox_base: BaseImage
 ) -> None:
@@ -167,6 +171,7 @@ def test_build_has_no_network_unless_the_box_declares_it(
     assert networked.returncode == 0, networked.stderr
 
 
+@pytest.mark.engine
 def test_failing_run_step_names_the_step_and_moves_no_tag(
     fixture_project: FixtureProject, docker_client: Any
 ) -> None:
@@ -202,6 +207,7 @@ def test_probe_with_the_wrong_version_fails_verify(
     assert "verify: 1 of 5 checks failed" in result.stderr
 
 
+@pytest.mark.engine
 def test_verify_runs_one_container_for_all_probes(
     fixture_project: FixtureProject, artifacts: ArtifactServer, docker_client: Any
 ) -> None:
@@ -250,6 +256,7 @@ def test_verify_without_an_image_says_to_build(fixture_project: FixtureProject) 
     assert f"no local image {fixture_project.release_tag()}; build it first" in result.stderr
 
 
+@pytest.mark.engine
 def test_floating_base_needs_the_flag_and_is_marked(
     fixture_project: FixtureProject, busybox_base: BaseImage, docker_client: Any
 ) -> None:
@@ -294,6 +301,7 @@ BUILDKIT_STEP = re.compile(
 @pytest.mark.parametrize(
     ("builder", "log_line"), [("classic", CLASSIC_STEP), ("buildkit", BUILDKIT_STEP)]
 )
+@pytest.mark.engine
 def test_the_builder_setting_chooses_the_builder(
     fixture_project: FixtureProject,
     monkeypatch: pytest.MonkeyPatch,
@@ -319,6 +327,7 @@ def test_an_unknown_builder_is_a_clear_error(
     )
 
 
+@pytest.mark.engine
 def test_a_build_step_sees_only_loopback_unless_the_box_declares_network(
     fixture_project: FixtureProject, docker_client: Any
 ) -> None:

@@ -48,6 +48,7 @@ def test_missing_buildx_and_emulation_say_what_they_mean(tmp_path: Path) -> None
 
 
 @pytest.mark.integration
+@pytest.mark.engine
 def test_doctor_reports_the_running_engine(
     fixture_project: FixtureProject, docker_client: Any
 ) -> None:
@@ -60,6 +61,7 @@ def test_doctor_reports_the_running_engine(
 
 
 @pytest.mark.integration
+@pytest.mark.engine
 def test_an_unknown_buildx_builder_is_a_clear_error(fixture_project: FixtureProject) -> None:
     result = run_cli(fixture_project.root, "build", "fixture", "--builder=nowhere")
     assert result.returncode == 1

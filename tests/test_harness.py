@@ -35,6 +35,7 @@ def test_base_image_is_pinned_in_the_registry(busybox_base: BaseImage, registry:
     assert skopeo_inspect(busybox_base.ref)["Digest"] == busybox_base.digest
 
 
+@pytest.mark.engine
 def test_build_push_and_pull_back_by_digest(
     docker_client: Any, registry: Registry, busybox_base: BaseImage, tmp_path: Path
 ) -> None:

@@ -53,6 +53,7 @@ def uname(client: Any, image: str, platform: str) -> str:
     return output.decode().strip()
 
 
+@pytest.mark.engine
 def test_build_verify_publish_and_release_both_platforms(
     both: FixtureProject, registry: Registry, docker_client: Any
 ) -> None:

@@ -59,6 +59,7 @@ def run_in(docker_client: Any, image: str, *command: str) -> str:
     return output.decode()
 
 
+@pytest.mark.engine
 def test_lock_build_verify_and_sbom(packaged: FixtureProject, docker_client: Any) -> None:
     root = packaged.root
     unlocked = run_cli(root, "check")
@@ -117,6 +118,7 @@ def test_dry_run_shows_changes_and_writes_nothing(packaged: FixtureProject) -> N
     assert not (packaged.box_dir / "packages.lock").exists()
 
 
+@pytest.mark.engine
 def test_unlocked_missing_and_tampered_packages_are_refused(
     packaged: FixtureProject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,6 +159,7 @@ def test_unlocked_missing_and_tampered_packages_are_refused(
     assert "No tag was moved" in broken.stderr
 
 
+@pytest.mark.engine
 def test_two_builds_of_a_locked_box_give_one_digest(
     packaged: FixtureProject, registry: Any
 ) -> None:

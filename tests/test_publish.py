@@ -33,6 +33,7 @@ from registry import Registry
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.engine
 def test_publish_pull_by_digest_and_find_the_sbom(
     publishing: FixtureProject, registry: Registry, docker_client: Any
 ) -> None:
@@ -94,6 +95,7 @@ def test_other_content_under_a_released_version_is_refused(
     assert tag_digest(registry, repository, "v1") == first
 
 
+@pytest.mark.engine
 def test_dev_publish_goes_to_the_mutable_dev_repository(
     publishing: FixtureProject, registry: Registry
 ) -> None:
@@ -304,6 +306,7 @@ def test_credentials_from_the_docker_config(
         untag_all(docker_client, project.registry)
 
 
+@pytest.mark.engine
 def test_a_release_pulls_back_by_digest_and_oras_finds_its_sbom(publishing: FixtureProject) -> None:
     """Independent clients read what a release published: skopeo by digest, oras the SBOM."""
     released = run_cli(publishing.root, "release", "fixture")

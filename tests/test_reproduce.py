@@ -28,6 +28,7 @@ def ran(log: str, step: str) -> bool:
     return re.search(classic, log, re.MULTILINE) is not None
 
 
+@pytest.mark.engine
 def test_two_no_cache_builds_publish_one_digest(
     publishing: FixtureProject, registry: Registry
 ) -> None:
@@ -47,6 +48,7 @@ def test_two_no_cache_builds_publish_one_digest(
     assert tag_digest(registry, repository, tags[-1]) == digests[0]
 
 
+@pytest.mark.engine
 def test_a_release_reproduces_bit_for_bit(publishing: FixtureProject) -> None:
     released = run_cli(publishing.root, "release", "--box=fixture")
     assert released.returncode == 0, released.stdout + released.stderr
@@ -58,6 +60,7 @@ def test_a_release_reproduces_bit_for_bit(publishing: FixtureProject) -> None:
     assert recorded.split()[-1] == rebuilt.split()[-1]
 
 
+@pytest.mark.engine
 def test_a_box_that_writes_the_time_is_reported_naming_the_file(
     publishing: FixtureProject,
 ) -> None:

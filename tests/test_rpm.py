@@ -60,6 +60,7 @@ def built_rpm(directory: Path) -> Path:
     return package
 
 
+@pytest.mark.engine
 def test_an_rpm_database_is_read_into_the_sbom(
     fixture_project: Any, rpm_base: BaseImage, tmp_path: Path
 ) -> None:

@@ -40,6 +40,7 @@ def properties(entry: dict[str, Any]) -> dict[str, str]:
 
 
 @pytest.mark.integration
+@pytest.mark.engine
 def test_sbom_of_the_fixture_image(
     fixture_project: FixtureProject, busybox_base: BaseImage, artifacts: ArtifactServer
 ) -> None:
@@ -87,6 +88,7 @@ def test_sbom_of_the_fixture_image(
 
 
 @pytest.mark.integration
+@pytest.mark.engine
 def test_sbom_is_byte_identical_run_to_run(fixture_project: FixtureProject) -> None:
     build(fixture_project)
     one, two = fixture_project.root / "one.json", fixture_project.root / "two.json"
@@ -100,6 +102,7 @@ def test_sbom_is_byte_identical_run_to_run(fixture_project: FixtureProject) -> N
 
 
 @pytest.mark.integration
+@pytest.mark.engine
 def test_os_packages_from_a_real_dpkg_database(fixture_project: FixtureProject) -> None:
     shutil.copy(FIXTURES / "dpkg" / "status", fixture_project.box_dir / "dpkg-status")
     shutil.copy(FIXTURES / "dpkg" / "os-release", fixture_project.box_dir / "os-release")

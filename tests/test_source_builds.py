@@ -131,6 +131,7 @@ def test_check_wants_a_recipe_for_a_source_component(
 
 
 @pytest.mark.integration
+@pytest.mark.engine
 def test_a_box_builds_a_component_from_source_and_its_sbom_says_so(
     fixture_project: FixtureProject, artifacts: ArtifactServer
 ) -> None:
@@ -186,6 +187,7 @@ cp greet "$DESTDIR$PREFIX/bin/"
 
 
 @pytest.mark.integration
+@pytest.mark.engine
 def test_a_c_library_is_compiled_from_source_in_the_first_stage_and_probed(
     fixture_project: FixtureProject, artifacts: ArtifactServer, debian_compiler_base: BaseImage
 ) -> None:
