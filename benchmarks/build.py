@@ -51,8 +51,8 @@ def seconds(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def run(client: object, image: str, script: str) -> None:
-    client.containers.run(  # type: ignore[attr-defined]
+def run(client: docker.DockerClient, image: str, script: str) -> None:
+    client.containers.run(
         image, ["-c", script], entrypoint=["/bin/sh"], network_mode="none", remove=True
     )
 

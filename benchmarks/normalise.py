@@ -27,7 +27,7 @@ from buildbox.oci.image import prepare
 from buildbox.oci.push import PlatformImage
 from buildbox.oci.push import push as push_release
 from buildbox.oci.registry import Registry as RegistryClient
-from registry import Registry, push
+from registry import Registry, id_of, push
 
 
 def main() -> None:
@@ -56,6 +56,7 @@ def main() -> None:
             "FROM scratch\nCOPY busybox /bin/busybox\nCOPY random.bin text.txt /payload/\n"
         )
         image, _ = client.images.build(path=str(context), tag=tag, network_mode="none")
+        image_id = id_of(image)
         layer_bytes = int(image.attrs["Size"])  # all layers, uncompressed
 
         started = time.perf_counter()
@@ -65,7 +66,7 @@ def main() -> None:
         remote = RegistryClient(ours_registry.host)
         started = time.perf_counter()
         prepared = prepare(
-            functools.partial(engine.save, image.id), image.id, scratch / "cache", 1_700_000_000
+            functools.partial(engine.save, image_id), image_id, scratch / "cache", 1_700_000_000
         )
         entry = PlatformImage("linux/amd64", prepared, b"{}", "sbom.json")
         push_release(remote, "bench/normalise", "v1", [entry], "2023-11-14T22:13:20Z")

@@ -28,7 +28,7 @@ from buildbox.oci.image import prepare
 from buildbox.oci.push import PlatformImage
 from buildbox.oci.push import push as push_release
 from buildbox.oci.registry import Registry as RegistryClient
-from registry import Registry, push
+from registry import Registry, id_of, push
 
 ENGINES = ("unix:///var/run/docker.sock", "unix:///var/run/docker-containerd.sock")
 
@@ -50,13 +50,14 @@ def bench(where: str, payload_mib: int) -> tuple[str, float, float, float]:
             "FROM scratch\nCOPY busybox /bin/busybox\nCOPY payload /payload\n"
         )
         image, _ = client.images.build(path=str(context), tag=tag, network_mode="none")
+        image_id = id_of(image)
         remote = RegistryClient(registry.host)
         sbom = b'{"bomFormat": "CycloneDX", "specVersion": "1.6"}'
 
         def publish_once() -> float:
             started = time.perf_counter()
             prepared = prepare(
-                functools.partial(engine.save, image.id), image.id, scratch / "cache", 0
+                functools.partial(engine.save, image_id), image_id, scratch / "cache", 0
             )
             entry = PlatformImage("linux/amd64", prepared, sbom, "sbom.json")
             push_release(remote, "bench/payload", "v1", [entry], "1970-01-01T00:00:00Z")

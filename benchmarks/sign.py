@@ -31,7 +31,7 @@ from buildbox.oci.image import prepare
 from buildbox.oci.push import PlatformImage
 from buildbox.oci.push import push as push_release
 from buildbox.oci.registry import Registry as RegistryClient
-from registry import Registry
+from registry import Registry, id_of
 
 
 def main() -> None:
@@ -55,7 +55,8 @@ def main() -> None:
         (context / "payload").write_bytes(noise)
         (context / "Dockerfile").write_text("FROM scratch\nCOPY busybox /bin/\nCOPY payload /\n")
         image, _ = client.images.build(path=str(context), tag=tag, network_mode="none")
-        prepared = prepare(functools.partial(engine.save, image.id), image.id, scratch / "cache", 0)
+        image_id = id_of(image)
+        prepared = prepare(functools.partial(engine.save, image_id), image_id, scratch / "cache", 0)
         sbom = json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.6", "version": 1}).encode()
         provenance = json.dumps(
             {

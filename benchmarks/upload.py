@@ -27,12 +27,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import docker
 import docker.errors
+from docker.models.images import Image
 
 from buildbox.build.engine import Engine
 from buildbox.digests import digest_of
@@ -41,7 +41,7 @@ from buildbox.oci.pgzip import ParallelGzipWriter
 from buildbox.oci.push import PlatformImage
 from buildbox.oci.push import push as push_release
 from buildbox.oci.registry import Registry as RegistryClient
-from registry import Registry, push
+from registry import Registry, id_of, push
 
 SBOM = b'{"bomFormat": "CycloneDX", "specVersion": "1.6"}'
 
@@ -114,7 +114,7 @@ def save_seconds(client: docker.DockerClient, image_id: str) -> float:
 
 def synthetic_image(
     client: docker.DockerClient, context: Path, tag: str, payload_mib: int, layers: int
-) -> Any:
+) -> Image:
     """busybox and ``payload_mib`` MiB of incompressible data in ``layers`` layers, built."""
     context.mkdir()
     shutil.copy("/bin/busybox", context / "busybox")
@@ -157,24 +157,24 @@ def main() -> None:
                 f"busybox + {arguments.payload_mib} MiB incompressible in {arguments.layers} layers"
             )
 
-        host = registry.host
+        host, image_id = registry.host, id_of(image)
         one, prepare_one, peak_one = timed(
-            host, image.id, str(scratch / "cache1"), "bench/one", 1, ""
+            host, image_id, str(scratch / "cache1"), "bench/one", 1, ""
         )
         many, prepare_many, peak_many = timed(
-            host, image.id, str(scratch / "cache2"), "bench/many", arguments.workers, ""
+            host, image_id, str(scratch / "cache2"), "bench/many", arguments.workers, ""
         )
         mounted, _, _ = timed(
-            host, image.id, str(scratch / "cache2"), "bench/mounted", arguments.workers,
+            host, image_id, str(scratch / "cache2"), "bench/mounted", arguments.workers,
             "bench/many",
         )  # fmt: skip
         uploaded_again, _, _ = timed(
-            host, image.id, str(scratch / "cache2"), "bench/again", arguments.workers, ""
+            host, image_id, str(scratch / "cache2"), "bench/again", arguments.workers, ""
         )
         started = time.perf_counter()
         push(client, f"{registry.host}/bench/large", "local")
         docker_push = time.perf_counter() - started
-        save = save_seconds(client, image.id)
+        save = save_seconds(client, image_id)
     finally:
         with contextlib.suppress(docker.errors.ImageNotFound):
             client.images.remove(tag, force=True)

@@ -22,10 +22,11 @@ from typing import Any, NoReturn
 import docker
 import docker.errors
 import pytest
+from docker import DockerClient
 
 from artifact_server import ArtifactServer, tarball
 from projects import FIXTURES, make_project, write_yaml
-from registry import Registry, push
+from registry import Registry, id_of, push
 
 REQUIRE_DOCKER = os.environ.get("BUILDBOX_REQUIRE_DOCKER") == "1"
 #: Fixtures for tests that publish (a git repository pointed at the test registry).
@@ -107,7 +108,7 @@ def missing(what: str) -> NoReturn:
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[Any]:
+def docker_client() -> Iterator[DockerClient]:
     try:
         client = docker.from_env(version="auto", timeout=120)
         client.ping()
@@ -137,7 +138,7 @@ def docker_client() -> Iterator[Any]:
     client.close()
 
 
-def tagged_images(client: Any) -> list[tuple[str, list[str]]]:
+def tagged_images(client: DockerClient) -> list[tuple[str, list[str]]]:
     """(id, tags) of every local image, in one call (no per-image look-up that can race)."""
     return [(entry["Id"], entry.get("RepoTags") or []) for entry in client.api.images()]
 
@@ -208,7 +209,7 @@ def session_base(repository: str, digest: str) -> BaseImage:
 
 @pytest.fixture(scope="session")
 def busybox_base(
-    docker_client: Any, registry: Registry, tmp_path_factory: pytest.TempPathFactory
+    docker_client: DockerClient, registry: Registry, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BaseImage]:
     """A tiny base image built FROM scratch with Debian's static busybox, pushed and pinned."""
     if not BUSYBOX.is_file():
@@ -226,7 +227,7 @@ def busybox_base(
         path=str(context), tag=f"{repository}:latest", network_mode="none", rm=True,
         labels=SESSION_LABELS,
     )  # fmt: skip
-    SESSION_BASE_IDS.add(image.id)
+    SESSION_BASE_IDS.add(id_of(image))
     base = session_base(repository, push(docker_client, repository, "latest"))
     yield base
     # The registry's port differs every run: leave no name behind that points at a dead registry.
@@ -248,7 +249,7 @@ BASE_DOCKERFILE = (
 
 @pytest.fixture(scope="session")
 def multiarch_base(
-    docker_client: Any, registry: Registry, tmp_path_factory: pytest.TempPathFactory
+    docker_client: DockerClient, registry: Registry, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BaseImage]:
     """A busybox base for linux/amd64 and linux/arm64, pushed as one OCI index, pinned by digest.
 
@@ -282,7 +283,7 @@ def multiarch_base(
             rm=True,
             labels=SESSION_LABELS,
         )
-        SESSION_BASE_IDS.add(image.id)
+        SESSION_BASE_IDS.add(id_of(image))
         digest = push(docker_client, repository, arch)
         found = client.get_manifest("multiarch-base", digest)
         assert found is not None
@@ -305,7 +306,7 @@ DEBIAN_EPOCH = "1700000000"
 
 
 def debian_image(
-    docker_client: Any, registry: Registry, name: str, include: tuple[str, ...] = ()
+    docker_client: DockerClient, registry: Registry, name: str, include: tuple[str, ...] = ()
 ) -> BaseImage:
     """A real Debian 12 minbase image (plus ``include``), bootstrapped with mmdebstrap from the
     Debian archive, imported into the engine, pushed to the test registry and pinned by digest.
@@ -334,14 +335,14 @@ def debian_image(
     return session_base(repository, push(docker_client, repository, "bookworm"))
 
 
-def remove_image(docker_client: Any, base: BaseImage) -> None:
+def remove_image(docker_client: DockerClient, base: BaseImage) -> None:
     for name in (f"{base.repository}:bookworm", base.ref):
         with contextlib.suppress(docker.errors.APIError):
             docker_client.images.remove(name)
 
 
 @pytest.fixture(scope="session")
-def debian_base(docker_client: Any, registry: Registry) -> Iterator[BaseImage]:
+def debian_base(docker_client: DockerClient, registry: Registry) -> Iterator[BaseImage]:
     """A real Debian 12 minbase image (see :func:`debian_image`)."""
     base = debian_image(docker_client, registry, "debian-base")
     yield base
@@ -349,7 +350,7 @@ def debian_base(docker_client: Any, registry: Registry) -> Iterator[BaseImage]:
 
 
 @pytest.fixture(scope="session")
-def debian_compiler_base(docker_client: Any, registry: Registry) -> Iterator[BaseImage]:
+def debian_compiler_base(docker_client: DockerClient, registry: Registry) -> Iterator[BaseImage]:
     """Debian 12 minbase with a small C compiler (tcc) and libc headers: a first stage that can
     build a component from source."""
     base = debian_image(docker_client, registry, "debian-cc-base", ("tcc", "libc6-dev"))
@@ -410,7 +411,7 @@ def hello_component(artifacts: ArtifactServer, version: str = HELLO_VERSION) -> 
 
 @pytest.fixture
 def fixture_project(
-    tmp_path: Path, artifacts: ArtifactServer, busybox_base: BaseImage, docker_client: Any
+    tmp_path: Path, artifacts: ArtifactServer, busybox_base: BaseImage, docker_client: DockerClient
 ) -> Iterator[FixtureProject]:
     """A project holding the fixture box: busybox base, one tool from the artifact server.
 

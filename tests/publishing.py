@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import docker.errors
 import pytest
 import requests
+from docker import DockerClient
 
 from buildbox.oci.documents import MANIFEST_ACCEPT
 from conftest import FixtureProject, tagged_images
@@ -46,7 +47,7 @@ def point_at(project: FixtureProject, registry: HasHost) -> FixtureProject:
     return dataclasses.replace(project, registry=prefix)
 
 
-def untag_all(client: Any, prefix: str) -> None:
+def untag_all(client: DockerClient, prefix: str) -> None:
     for _, tags in tagged_images(client):
         for tag in tags:
             if tag.startswith(prefix):
@@ -100,7 +101,7 @@ def published_digest(stdout: str) -> str:
 
 @pytest.fixture
 def publishing(
-    fixture_project: FixtureProject, registry: Registry, docker_client: Any
+    fixture_project: FixtureProject, registry: Registry, docker_client: DockerClient
 ) -> Iterator[FixtureProject]:
     """The fixture project in a git repository, publishing to the plain test registry."""
     project = point_at(fixture_project, registry)
@@ -113,7 +114,7 @@ def publishing(
 
 @pytest.fixture
 def proxied(
-    fixture_project: FixtureProject, registry: Registry, docker_client: Any
+    fixture_project: FixtureProject, registry: Registry, docker_client: DockerClient
 ) -> Iterator[tuple[FixtureProject, FaultProxy]]:
     """The fixture project in git, publishing through a fault proxy to the test registry."""
     with fault_proxy(registry.url) as proxy:

@@ -8,9 +8,11 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import requests
+from docker import DockerClient
+from docker.models.images import Image
 
 from buildbox.oci.documents import MANIFEST_ACCEPT
 
@@ -158,7 +160,15 @@ class Registry:
         self.process = None
 
 
-def push(client: Any, repository: str, tag: str, auth: dict[str, str] | None = None) -> str:
+def id_of(image: Image) -> str:
+    """The image's id. The stubs type ``Model.id`` as ``str | None`` (docker-py reads it with
+    ``attrs.get``), but an image the engine returned always has one."""
+    return cast(str, image.id)
+
+
+def push(
+    client: DockerClient, repository: str, tag: str, auth: dict[str, str] | None = None
+) -> str:
     """Push ``repository:tag`` through the engine; the digest the registry's tag now names.
 
     docker-py reports push failures as error chunks inside a successful stream, so read them all.

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 import pytest
+from docker import DockerClient
 
 from conftest import FixtureProject
 from projects import run_cli, write_yaml
+from registry import id_of
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,7 @@ BOOTSTRAP = {
 }
 
 
-def base_images(docker_client: Any, box: str) -> list[str]:
+def base_images(docker_client: DockerClient, box: str) -> list[str]:
     return [
         tag
         for entry in docker_client.api.images()
@@ -33,7 +34,7 @@ def base_images(docker_client: Any, box: str) -> list[str]:
 
 @pytest.mark.engine
 def test_a_bootstrapped_base_locks_builds_offline_and_reproduces(
-    fixture_project: FixtureProject, docker_client: Any
+    fixture_project: FixtureProject, docker_client: DockerClient
 ) -> None:
     root = fixture_project.root
     write_yaml(
@@ -55,7 +56,7 @@ def test_a_bootstrapped_base_locks_builds_offline_and_reproduces(
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", content)
     assert image.labels["org.opencontainers.image.base.name"] == "bootstrap:bookworm/minbase"
     output = docker_client.containers.run(
-        image.id, ["make", "--version"], network_mode="none", remove=True
+        id_of(image), ["make", "--version"], network_mode="none", remove=True
     )
     assert output.decode().startswith("GNU Make 4.3")
     assert run_cli(root, "verify", "fixture").returncode == 0

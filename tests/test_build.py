@@ -9,10 +9,11 @@ import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import docker.errors
 import pytest
+from docker import DockerClient
+from docker.models.images import Image
 
 from artifact_server import ArtifactServer
 from buildbox.build.builder import BuildFailedError, BuildRequest, ClassicBuilder
@@ -26,6 +27,7 @@ from buildbox.output import LogProgress
 from buildbox.source import revision
 from conftest import HELLO_VERSION, BaseImage, FixtureProject, hello_component
 from projects import run_cli, settings_for, write_yaml
+from registry import id_of
 
 pytestmark = pytest.mark.integration
 
@@ -37,14 +39,14 @@ STEP = r"(?:Step \d+/\d+ :|\[[^\]]*\d+/\d+\])"
 STEP_STARTED = re.compile(r"^(?:Step 1/|#\d+ \[)", re.MULTILINE)
 
 
-def image_or_none(client: Any, reference: str) -> Any:
+def image_or_none(client: DockerClient, reference: str) -> Image | None:
     try:
         return client.images.get(reference)
     except docker.errors.ImageNotFound:
         return None
 
 
-def run_in(client: Any, image: str, *command: str) -> str:
+def run_in(client: DockerClient, image: str, *command: str) -> str:
     output: bytes = client.containers.run(
         image, list(command), network_mode="none", remove=True, stderr=True
     )
@@ -59,7 +61,7 @@ def add_dockerfile_line(project: FixtureProject, line: str) -> None:
 
 
 @pytest.mark.engine
-def test_build_then_verify(fixture_project: FixtureProject, docker_client: Any) -> None:
+def test_build_then_verify(fixture_project: FixtureProject, docker_client: DockerClient) -> None:
     built = run_cli(fixture_project.root, "build", "--box=fixture")
     assert built.returncode == 0, built.stdout + built.stderr
     assert re.search(r"built fixture v1 \(linux/amd64\) in [0-9.]+ s: sha256:", built.stdout)
@@ -78,11 +80,12 @@ def test_build_then_verify(fixture_project: FixtureProject, docker_client: Any) 
     dev_tags = [t for t in image.tags if t.startswith(f"{fixture_project.registry}/fixture-dev:")]
     assert dev_tags == [f"{fixture_project.registry}/fixture-dev:local"]
 
-    assert run_in(docker_client, image.id, "hello") == f"hello {HELLO_VERSION}\n"
-    assert run_in(docker_client, image.id, "cat", "/etc/motd").startswith("fixture buildbox")
-    leftovers = run_in(docker_client, image.id, "sh", "-c", "ls -d /buildbox /staging 2>&1; true")
+    image_id = id_of(image)
+    assert run_in(docker_client, image_id, "hello") == f"hello {HELLO_VERSION}\n"
+    assert run_in(docker_client, image_id, "cat", "/etc/motd").startswith("fixture buildbox")
+    leftovers = run_in(docker_client, image_id, "sh", "-c", "ls -d /buildbox /staging 2>&1; true")
     assert "No such file or directory" in leftovers
-    archives = run_in(docker_client, image.id, "find", "/", "-xdev", "-name", "*.tar.gz")
+    archives = run_in(docker_client, image_id, "find", "/", "-xdev", "-name", "*.tar.gz")
     assert archives == "", "no downloaded archive stays in the image"
 
     verified = run_cli(fixture_project.root, "verify", "--box=fixture")
@@ -116,7 +119,7 @@ def test_unchanged_inputs_skip_the_build_and_force_rebuilds(
 
 
 def test_tampered_download_is_refused_before_the_build(
-    fixture_project: FixtureProject, artifacts: ArtifactServer, docker_client: Any
+    fixture_project: FixtureProject, artifacts: ArtifactServer, docker_client: DockerClient
 ) -> None:
     artifacts.misbehave(f"hello-{HELLO_VERSION}.tar.gz", "wrong-bytes")
     result = run_cli(fixture_project.root, "build", "--box=fixture")
@@ -128,7 +131,7 @@ def test_tampered_download_is_refused_before_the_build(
 
 @pytest.mark.engine
 def test_tampered_artifact_in_the_context_fails_inside_the_build(
-    fixture_project: FixtureProject, docker_client: Any, tmp_path: Path
+    fixture_project: FixtureProject, docker_client: DockerClient, tmp_path: Path
 ) -> None:
     """The second check: the install script re-verifies each artifact inside the build."""
     loaded = project.load(settings_for(fixture_project.root))
@@ -173,7 +176,7 @@ def test_build_has_no_network_unless_the_box_declares_it(
 
 @pytest.mark.engine
 def test_failing_run_step_names_the_step_and_moves_no_tag(
-    fixture_project: FixtureProject, docker_client: Any
+    fixture_project: FixtureProject, docker_client: DockerClient
 ) -> None:
     assert run_cli(fixture_project.root, "build", "--box=fixture").returncode == 0
     good = docker_client.images.get(fixture_project.release_tag()).id
@@ -209,7 +212,7 @@ def test_probe_with_the_wrong_version_fails_verify(
 
 @pytest.mark.engine
 def test_verify_runs_one_container_for_all_probes(
-    fixture_project: FixtureProject, artifacts: ArtifactServer, docker_client: Any
+    fixture_project: FixtureProject, artifacts: ArtifactServer, docker_client: DockerClient
 ) -> None:
     components = {f"tool{i}": hello_component(artifacts, f"1.{i}") for i in range(5)}
     for index, component in enumerate(components.values()):
@@ -258,7 +261,7 @@ def test_verify_without_an_image_says_to_build(fixture_project: FixtureProject) 
 
 @pytest.mark.engine
 def test_floating_base_needs_the_flag_and_is_marked(
-    fixture_project: FixtureProject, busybox_base: BaseImage, docker_client: Any
+    fixture_project: FixtureProject, busybox_base: BaseImage, docker_client: DockerClient
 ) -> None:
     fixture_project.set_box(base=f"{busybox_base.repository}:latest")
     refused = run_cli(fixture_project.root, "build", "--box=fixture")
@@ -329,7 +332,7 @@ def test_an_unknown_builder_is_a_clear_error(
 
 @pytest.mark.engine
 def test_a_build_step_sees_only_loopback_unless_the_box_declares_network(
-    fixture_project: FixtureProject, docker_client: Any
+    fixture_project: FixtureProject, docker_client: DockerClient
 ) -> None:
     """Read from inside a RUN step which network interfaces it has: only `lo` in a hermetic
     build (whatever the builder), the host's too in a `network: true` box."""

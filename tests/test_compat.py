@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from docker import DockerClient
 
 from artifact_server import ArtifactServer, tarball
 from buildbox.compat import ElfFile, cached_scan, check_box, incompatibilities, scan
@@ -312,7 +313,7 @@ def test_build_refuses_before_the_engine_sees_anything(
     fixture_project: FixtureProject,
     artifacts: ArtifactServer,
     built: dict[str, Path],
-    docker_client: Any,
+    docker_client: DockerClient,
 ) -> None:
 
     needed = needed_versions(built["dynamic"])["GLIBC"]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from docker import DockerClient
 
 from buildbox.build.doctor import BuildxBuilder, findings
 from buildbox.build.engine import EngineFacts
@@ -50,7 +51,7 @@ def test_missing_buildx_and_emulation_say_what_they_mean(tmp_path: Path) -> None
 @pytest.mark.integration
 @pytest.mark.engine
 def test_doctor_reports_the_running_engine(
-    fixture_project: FixtureProject, docker_client: Any
+    fixture_project: FixtureProject, docker_client: DockerClient
 ) -> None:
     result = run_cli(fixture_project.root, "doctor")
     assert result.returncode == 0, result.stdout + result.stderr

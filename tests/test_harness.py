@@ -10,9 +10,10 @@ from typing import Any
 import docker.errors
 import pytest
 import requests
+from docker import DockerClient
 
 from conftest import SESSION_LABELS, BaseImage
-from registry import Registry, push
+from registry import Registry, id_of, push
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ def test_base_image_is_pinned_in_the_registry(busybox_base: BaseImage, registry:
 
 @pytest.mark.engine
 def test_build_push_and_pull_back_by_digest(
-    docker_client: Any, registry: Registry, busybox_base: BaseImage, tmp_path: Path
+    docker_client: DockerClient, registry: Registry, busybox_base: BaseImage, tmp_path: Path
 ) -> None:
     (tmp_path / "Dockerfile").write_text(
         f'FROM {busybox_base.ref}\nRUN echo smoke > /smoke.txt\nCMD ["cat", "/smoke.txt"]\n'
@@ -48,22 +49,22 @@ def test_build_push_and_pull_back_by_digest(
         labels=SESSION_LABELS,
     )  # fmt: skip
     digest = push(docker_client, repository, "test")
-    docker_client.images.remove(image.id, force=True)
+    docker_client.images.remove(id_of(image), force=True)
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(f"{repository}:test")
 
     pulled = docker_client.images.pull(f"{repository}@{digest}")
     assert f"{repository}@{digest}" in pulled.attrs["RepoDigests"]
     try:
-        output = docker_client.containers.run(pulled.id, network_mode="none", remove=True)
+        output = docker_client.containers.run(id_of(pulled), network_mode="none", remove=True)
         assert output == b"smoke\n"
         assert skopeo_inspect(f"{repository}:test")["Digest"] == digest
     finally:
-        docker_client.images.remove(pulled.id, force=True)
+        docker_client.images.remove(id_of(pulled), force=True)
 
 
 def test_auth_registry_needs_the_password(
-    docker_client: Any,
+    docker_client: DockerClient,
     auth_registry: Registry,
     busybox_base: BaseImage,
     request: pytest.FixtureRequest,

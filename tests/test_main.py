@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
+from docker import DockerClient
 
 from conftest import FixtureProject
 from projects import run_cli
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_main_releases_to_its_own_registry_and_prints_what_a_user_needs(
-    fixture_project: FixtureProject, docker_client: Any
+    fixture_project: FixtureProject, docker_client: DockerClient
 ) -> None:
     root, port = fixture_project.root, free_port()
     (root / "invoke.yaml").write_text(

@@ -7,9 +7,9 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from docker import DockerClient
 
 from artifact_server import ArtifactServer
 from buildbox.build.emulation import check_emulation
@@ -19,7 +19,7 @@ from buildbox.oci.registry import Registry as RegistryClient
 from conftest import BaseImage, FixtureProject, hello_component, missing
 from projects import run_cli, write_yaml
 from publishing import PASSWORD, commit_all, git, key_pair, point_at, skopeo, untag_all
-from registry import Registry
+from registry import Registry, id_of
 
 pytestmark = pytest.mark.integration
 PLATFORMS = ["linux/amd64", "linux/arm64"]
@@ -31,7 +31,7 @@ def both(
     multiarch_base: BaseImage,
     registry: Registry,
     artifacts: ArtifactServer,
-    docker_client: Any,
+    docker_client: DockerClient,
 ) -> Iterator[FixtureProject]:
     project = point_at(fixture_project, registry)
     hello = hello_component(artifacts)
@@ -46,7 +46,7 @@ def both(
     untag_all(docker_client, project.registry)
 
 
-def uname(client: Any, image: str, platform: str) -> str:
+def uname(client: DockerClient, image: str, platform: str) -> str:
     output: bytes = client.containers.run(
         image, ["uname", "-m"], platform=platform, network_mode="none", remove=True
     )
@@ -55,7 +55,7 @@ def uname(client: Any, image: str, platform: str) -> str:
 
 @pytest.mark.engine
 def test_build_verify_publish_and_release_both_platforms(
-    both: FixtureProject, registry: Registry, docker_client: Any
+    both: FixtureProject, registry: Registry, docker_client: DockerClient
 ) -> None:
     built = run_cli(both.root, "build", "--box=fixture")
     assert built.returncode == 0, built.stdout + built.stderr
@@ -66,7 +66,7 @@ def test_build_verify_publish_and_release_both_platforms(
     amd64 = docker_client.images.get(both.release_tag())
     arm64 = docker_client.images.get(f"{both.release_tag()}-linux-arm64")
     assert (amd64.attrs["Architecture"], arm64.attrs["Architecture"]) == ("amd64", "arm64")
-    assert uname(docker_client, arm64.id, "linux/arm64") == "aarch64"
+    assert uname(docker_client, id_of(arm64), "linux/arm64") == "aarch64"
 
     verified = run_cli(both.root, "verify", "--box=fixture")
     assert verified.returncode == 0, verified.stdout
@@ -85,7 +85,7 @@ def test_build_verify_publish_and_release_both_platforms(
 
     for platform, arch in (("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")):
         pulled = docker_client.images.pull(index_ref, platform=platform)
-        assert uname(docker_client, pulled.id, platform) == arch
+        assert uname(docker_client, id_of(pulled), platform) == arch
         assert pulled.attrs["Architecture"] == platform.split("/")[1]
 
     client = RegistryClient(registry.host)

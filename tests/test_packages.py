@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 import pytest
+from docker import DockerClient
 
 from buildbox.resolve import snapshot_script
 from conftest import BaseImage, FixtureProject
@@ -52,7 +53,7 @@ def lock_of(project: FixtureProject) -> dict[str, Any]:
     return data
 
 
-def run_in(docker_client: Any, image: str, *command: str) -> str:
+def run_in(docker_client: DockerClient, image: str, *command: str) -> str:
     output: bytes = docker_client.containers.run(
         image, list(command), network_mode="none", remove=True, stderr=True
     )
@@ -60,7 +61,7 @@ def run_in(docker_client: Any, image: str, *command: str) -> str:
 
 
 @pytest.mark.engine
-def test_lock_build_verify_and_sbom(packaged: FixtureProject, docker_client: Any) -> None:
+def test_lock_build_verify_and_sbom(packaged: FixtureProject, docker_client: DockerClient) -> None:
     root = packaged.root
     unlocked = run_cli(root, "check")
     assert unlocked.returncode == 1
@@ -197,7 +198,7 @@ def test_lock_needs_apt_in_the_base(
 
 
 def test_a_snapshot_points_apt_at_the_archive_snapshot(
-    debian_base: BaseImage, docker_client: Any
+    debian_base: BaseImage, docker_client: DockerClient
 ) -> None:
     """The sources a snapshot lock resolves against, written in the real base (snapshot.debian.org
     itself is not reachable from this CI, so the resolution there is not run)."""

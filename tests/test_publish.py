@@ -9,10 +9,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
+from docker import DockerClient
 
 from artifact_server import ArtifactServer, tarball
 from buildbox.oci.documents import MANIFEST_ACCEPT, SBOM_TYPE
@@ -28,14 +28,14 @@ from publishing import (
     tag_digest,
     untag_all,
 )
-from registry import Registry
+from registry import Registry, id_of
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.engine
 def test_publish_pull_by_digest_and_find_the_sbom(
-    publishing: FixtureProject, registry: Registry, docker_client: Any
+    publishing: FixtureProject, registry: Registry, docker_client: DockerClient
 ) -> None:
     build(publishing)
     result = run_cli(publishing.root, "publish", "--box=fixture")
@@ -46,7 +46,9 @@ def test_publish_pull_by_digest_and_find_the_sbom(
 
     assert skopeo(f"{publishing.registry}/fixture:v1")["Digest"] == digest
     pulled = docker_client.images.pull(f"{publishing.registry}/fixture@{digest}")
-    output = docker_client.containers.run(pulled.id, ["hello"], network_mode="none", remove=True)
+    output = docker_client.containers.run(
+        id_of(pulled), ["hello"], network_mode="none", remove=True
+    )
     assert output == b"hello 1.0\n"
 
     # The SBOM, found the way an OCI client without a referrers API finds it.
@@ -114,7 +116,7 @@ def test_registry_stopped_mid_publish_then_rerun_completes(
     fixture_project: FixtureProject,
     artifacts: ArtifactServer,
     busybox_base: BaseImage,
-    docker_client: Any,
+    docker_client: DockerClient,
     tmp_path: Path,
 ) -> None:
     own = Registry(tmp_path / "own-registry").start()
@@ -163,7 +165,7 @@ def test_registry_stopped_mid_publish_then_rerun_completes(
 def test_wrong_password_is_refused_and_never_printed(
     fixture_project: FixtureProject,
     auth_registry: Registry,
-    docker_client: Any,
+    docker_client: DockerClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     project = point_at(fixture_project, auth_registry)
@@ -281,7 +283,7 @@ def test_ref_without_a_release(publishing: FixtureProject) -> None:
 def test_credentials_from_the_docker_config(
     fixture_project: FixtureProject,
     auth_registry: Registry,
-    docker_client: Any,
+    docker_client: DockerClient,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from docker import DockerClient
 
 from buildbox.oci.documents import MANIFEST_ACCEPT
 from buildbox.release.record import RECORD_FILE
@@ -121,7 +122,7 @@ def test_a_hung_registry_fails_within_the_time_limit(
 
 
 def test_an_expired_token_is_renewed_mid_push(
-    fixture_project: FixtureProject, registry: Registry, docker_client: Any
+    fixture_project: FixtureProject, registry: Registry, docker_client: DockerClient
 ) -> None:
     with fault_proxy(registry.url, tokens=True) as proxy:
         project = point_at(fixture_project, proxy)
@@ -145,7 +146,7 @@ def test_an_expired_token_is_renewed_mid_push(
 
 
 def test_a_token_refused_right_after_it_was_issued_is_renewed_once_more(
-    fixture_project: FixtureProject, registry: Registry, docker_client: Any
+    fixture_project: FixtureProject, registry: Registry, docker_client: DockerClient
 ) -> None:
     """Parallel uploads renew at the same moment, so one worker's fresh token can be refused
     because another's renewal came first (CI on 6f1dae8 failed so, one run in several)."""
@@ -170,7 +171,7 @@ def test_a_token_refused_right_after_it_was_issued_is_renewed_once_more(
 
 
 def test_two_publishes_of_one_version_at_once_converge(
-    fixture_project: FixtureProject, registry: Registry, docker_client: Any, tmp_path: Path
+    fixture_project: FixtureProject, registry: Registry, docker_client: DockerClient, tmp_path: Path
 ) -> None:
     """Two CI jobs, two clones with their own caches, one registry: both end with one digest.
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from docker import DockerClient
 
 from conftest import BaseImage, debian_image, missing, remove_image
 from projects import run_cli
@@ -39,7 +40,7 @@ echo hello > %{buildroot}/usr/share/buildbox-greeting/hello
 
 
 @pytest.fixture(scope="module")
-def rpm_base(docker_client: Any, registry: Registry) -> Iterator[BaseImage]:
+def rpm_base(docker_client: DockerClient, registry: Registry) -> Iterator[BaseImage]:
     """Debian 12 minbase with Debian's rpm tools in it."""
     base = debian_image(docker_client, registry, "debian-rpm-base", ("rpm",))
     yield base

@@ -10,10 +10,10 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
+from docker import DockerClient
 
 from buildbox.oci.documents import MANIFEST_ACCEPT
 from buildbox.release.record import RECORD_FILE
@@ -72,7 +72,7 @@ def tls_project(
     fixture_project: FixtureProject,
     tls_registry: Registry,
     session_ca: CertificateAuthority,
-    docker_client: Any,
+    docker_client: DockerClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[FixtureProject]:
     """The fixture project in git, publishing as user "ci" to the TLS token-auth registry."""

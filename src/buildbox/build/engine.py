@@ -18,6 +18,7 @@ from typing import IO, Any, Self
 import docker
 import docker.errors
 import requests
+from docker.models.containers import Container
 
 from buildbox.errors import BuildboxError
 
@@ -50,7 +51,7 @@ class Engine:
     Use it as a context manager: ``with Engine.connect() as engine: ...``.
     """
 
-    def __init__(self, client: Any, where: str) -> None:
+    def __init__(self, client: docker.DockerClient, where: str) -> None:
         self._client = client
         self.where = where
 
@@ -218,7 +219,7 @@ class Engine:
             container.remove(force=True)
 
 
-def _read(container: Any, path: str) -> str | None:
+def _read(container: Container, path: str) -> str | None:
     try:
         stream, _ = container.get_archive(path)
     except docker.errors.NotFound:
@@ -233,7 +234,7 @@ def _read(container: Any, path: str) -> str | None:
         return extracted.read().decode(errors="replace") if extracted else None
 
 
-def _explain(error: Any) -> str:
+def _explain(error: docker.errors.APIError) -> str:
     return str(getattr(error, "explanation", None) or error)
 
 

@@ -7,7 +7,7 @@ import json
 import re
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from dockerfile_parse import DockerfileParser
 
@@ -46,7 +46,9 @@ def check_dockerfile(path: Path, shown: str, *, network: bool) -> list[Problem]:
         content = path.read_bytes()
     except OSError as error:
         return [Problem(shown, None, "", f"cannot be read: {error}")]
-    instructions = DockerfileParser(fileobj=io.BytesIO(content), env_replace=False).structure
+    # The stubs say IO[str], but dockerfile-parse reads its file object in bytes and decodes it.
+    dockerfile = cast("IO[str]", io.BytesIO(content))
+    instructions = DockerfileParser(fileobj=dockerfile, env_replace=False).structure
 
     problems: list[Problem] = []
     stages: list[str] = []

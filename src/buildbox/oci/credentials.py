@@ -29,7 +29,8 @@ def credentials_for(host: str) -> Credentials | None:
     import docker.errors
 
     try:
-        found = docker.auth.load_config().resolve_authconfig(host)
+        # Untyped in the stubs: docker-py gives a dict of strings (email may be None), or None.
+        found: dict[str, str | None] | None = docker.auth.load_config().resolve_authconfig(host)
     except (docker.errors.DockerException, OSError, ValueError):
         return None
     if not found:
