@@ -106,16 +106,18 @@ _U_USERINFO = rf"(?:(?:[A-Za-z0-9\-._~{_SUB}:]|{_PCT})*@)?"
 _U_HOST = rf"(?:\[(?:{_U_IPV6}|{_IPVFUTURE})\]|{_IPV4}|(?:[A-Za-z0-9\-._~{_SUB}]|{_PCT})*)"
 _U_AUTH = rf"{_U_USERINFO}{_U_HOST}(?::[0-9]*)?"
 _U_ABEMPTY = f"(?:/{_U_PCHAR}*)*"
+# Used with re.match and a final "$", as rfc3986_validator does: a final newline passes.
 _URI_PATTERN = (
     f"[A-Za-z][A-Za-z0-9+\\-.]*:"
     f"(?://{_U_AUTH}{_U_ABEMPTY}|/(?:{_U_PCHAR}+{_U_ABEMPTY})?|{_U_PCHAR}+{_U_ABEMPTY}|)"
-    f"(?:\\?(?:{_U_PCHAR}|[/?])*)?(?:#(?:{_U_PCHAR}|[/?])*)?"
+    f"(?:\\?(?:{_U_PCHAR}|[/?])*)?(?:#(?:{_U_PCHAR}|[/?])*)?$"
 )
 
-# date-time: same rules as rfc3339_validator (what jsonschema uses), applied to .upper().
+# date-time: same rules as rfc3339_validator (what jsonschema uses), applied to .upper(); also
+# re.match and a final "$", so a final newline passes there too.
 _RFC3339_PATTERN = (
     r"(\d{4})-(0[1-9]|1[0-2])-(\d{2})T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d+)?"
-    r"(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)"
+    r"(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)$"
 )
 
 
@@ -128,7 +130,7 @@ def _re(pattern: str, flags: int = 0) -> re.Pattern[str]:
 def _is_date_time(instance: object) -> bool:
     if not isinstance(instance, str):
         return True
-    m = _re(_RFC3339_PATTERN, re.ASCII).fullmatch(instance.upper())
+    m = _re(_RFC3339_PATTERN, re.ASCII).match(instance.upper())
     if m is None:
         return False
     year, month, day = int(m[1]), int(m[2]), int(m[3])
@@ -147,7 +149,7 @@ def _is_iri_reference(instance: object) -> bool:
 
 
 def _is_uri(instance: object) -> bool:
-    return not isinstance(instance, str) or _re(_URI_PATTERN).fullmatch(instance) is not None
+    return not isinstance(instance, str) or _re(_URI_PATTERN).match(instance) is not None
 
 
 _FORMATS: dict[str, Callable[[object], bool]] = {
