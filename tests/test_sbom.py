@@ -8,20 +8,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cyclonedx.model.bom import Bom
 from packageurl import PackageURL
 
 from artifact_server import ArtifactServer
+from buildbox.define import project
 from buildbox.errors import BuildboxError
 from buildbox.sbom import cyclonedx as sbom
 from buildbox.sbom import diff as sbom_diff
 from buildbox.sbom.packages import (
+    OsPackage,
     parse_apk_installed,
     parse_dpkg_status,
     parse_os_release,
     parse_rpm_query,
 )
+from buildbox.source import Revision
+from buildbox.verify import Report
 from conftest import HELLO_VERSION, BaseImage, FixtureProject, hello_component
-from projects import FIXTURES, make_project, run_cli, write_yaml
+from projects import BASE, FIXTURES, make_project, run_cli, settings_for, write_yaml
 
 SBOM = "dist/sbom/fixture/v1-linux-amd64.cdx.json"
 
@@ -244,3 +249,24 @@ def test_apk_and_rpm_and_os_release() -> None:
     ]
     release = parse_os_release((FIXTURES / "dpkg" / "os-release").read_text())
     assert (release["ID"], release["VERSION_ID"]) == ("debian", "12")
+
+
+def test_the_indexed_dependency_lookup_renders_the_librarys_bytes(tmp_path: Path) -> None:
+    """build_bom's faster register_dependency (see _with_indexed_dependencies) changes nothing."""
+    box = {"version": 1, "base": BASE, "platforms": ["linux/amd64"], "components": []}
+    loaded = project.load(settings_for(make_project(tmp_path, boxes={"big": box})))
+    packages = [OsPackage("deb", "debian", f"p{i}", f"1.{i}", "amd64") for i in range(50)]
+
+    def bom() -> Bom:
+        return sbom.build_bom(
+            loaded,
+            loaded.box("big"),
+            sbom.ImageFacts("sha256:" + "1" * 64, "linux/amd64", "sha256:" + "2" * 64),
+            Report("image", "linux/amd64", (), ()),
+            packages,
+            Revision("0" * 40, dirty=False, epoch=1_700_000_000),
+        )
+
+    library = bom()
+    del library.register_dependency  # the instance attribute build_bom set: the class's again
+    assert sbom.render(bom()) == sbom.render(library)

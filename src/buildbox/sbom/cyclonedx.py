@@ -57,10 +57,13 @@ def _with_indexed_dependencies(bom: Bom) -> Bom:
     """``bom``, finding an already registered dependency by a set look-up.
 
     The library's ``register_dependency`` scans every entry, and its own ``validate()`` (run by
-    every serialisation) calls it once per component: quadratic in the packages of an image.
-    Registering a known target with no new dependencies changes nothing, so such calls return at
-    once; everything else goes to the library. Set on this one object (a subclass would not be
-    serialised: the library's serialiser knows ``Bom`` itself).
+    every serialisation) calls it once per component: quadratic in the packages of an image, even
+    with every entry made up front as build_bom does (so in 11.12.0: CycloneDX/cyclonedx-python-lib
+    issue 1006). Rendering 2,000 packages took 1.6 s with the library's method and 1.0 s with
+    this, 8,000 packages 22 s and 4.3 s (medians of 5, the same bytes). Registering a known target
+    with no new dependencies changes nothing, so such calls return at once; everything else goes
+    to the library. Set on this one object (a subclass would not be serialised: the library's
+    serialiser knows ``Bom`` itself).
     """
     library_method = bom.register_dependency
     known: tuple[int, set[str]] = (-1, set())
