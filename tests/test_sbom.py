@@ -269,4 +269,4 @@ def test_the_indexed_dependency_lookup_renders_the_librarys_bytes(tmp_path: Path
 
     library = bom()
     del library.register_dependency  # the instance attribute build_bom set: the class's again
-    assert sbom.render(bom()) == sbom.render(library)
+    assert sbom.render(bom(), "linux/amd64") == sbom.render(library, "linux/amd64")

@@ -61,7 +61,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Document:
         packages,
         Revision("0" * 40, dirty=False, epoch=1_700_000_000),
     )
-    document: Document = json.loads(sbom.render(bom))
+    document: Document = json.loads(sbom.render(bom, "linux/amd64").text)
     return document
 
 
