@@ -23,7 +23,8 @@ from buildbox.errors import BuildboxError
 from buildbox.fetch import Fetcher, wanted_for
 from buildbox.oci.documents import INDEX_TYPES, platform_entry
 from buildbox.oci.refs import Reference, is_pinned
-from buildbox.oci.registry import TransientError, open_registry
+from buildbox.oci.registry import open_registry
+from buildbox.oci.transport import GaveUpError
 from buildbox.settings import Settings
 from buildbox.source import Revision
 
@@ -83,7 +84,7 @@ def platform_base(base: str, platform: str, settings: Settings) -> str:
     try:
         with open_registry(reference, settings) as registry:
             found = registry.get_manifest(reference.repository, reference.digest or "")
-    except TransientError:  # unreachable (offline, say): the engine may have the image
+    except GaveUpError:  # unreachable (offline, say): the engine may have the image
         return base
     if found is None or found[1] not in INDEX_TYPES:
         return base

@@ -60,6 +60,15 @@ class TransientError(RegistryError):
         self.retry_after = retry_after
 
 
+class GaveUpError(RegistryError):
+    """An operation that kept failing transiently until the retry policy's limits: the registry
+    is unreachable, or too unwell to use now."""
+
+    def __init__(self, message: str, last: TransientError):
+        super().__init__(message, last.status)
+        self.last = last
+
+
 def is_plain_http(host: str) -> bool:
     """Loopback registries speak plain http (as the Docker engine assumes); others https."""
     return is_loopback(host.rsplit(":", 1)[0] if not host.endswith("]") else host)
@@ -240,10 +249,10 @@ class Transport:
         finally:
             self._state.deadline = None
         elapsed = time.monotonic() - started
-        raise RegistryError(
+        raise GaveUpError(
             f"{what}: gave up after {attempt} attempt(s) in {elapsed:.1f} s (limits: "
             f"{policy.attempts} attempts, {policy.time_limit:g} s); the last failure: {last}",
-            last.status,
+            last,
         )
 
     def _explain(self, method: str, url: str, response: requests.Response) -> str:
