@@ -27,7 +27,7 @@ from buildbox.output import LogProgress
 from buildbox.source import revision
 from conftest import HELLO_VERSION, BaseImage, FixtureProject, hello_component
 from projects import run_cli, settings_for, write_yaml
-from registry import id_of
+from registry import Registry, id_of
 
 pytestmark = pytest.mark.integration
 
@@ -283,6 +283,18 @@ def test_unreachable_base_image_is_a_clear_message(fixture_project: FixtureProje
     assert f"cannot pull the base image {missing}" in result.stderr
     assert "Traceback" not in result.stderr
     assert time.monotonic() - started < 60
+
+
+def test_a_base_registry_that_refuses_is_named_not_passed_to_the_engine(
+    fixture_project: FixtureProject, auth_registry: Registry
+) -> None:
+    """Only an unreachable base registry falls back to the engine; a refusal is the answer."""
+    fixture_project.set_box(base=f"{auth_registry.host}/private/base@sha256:" + "d" * 64)
+    result = run_cli(fixture_project.root, "build", "--box=fixture")
+    assert result.returncode == 1
+    assert f"the registry {auth_registry.host} needs credentials" in result.stderr
+    assert "cannot pull the base image" not in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_unreachable_engine_is_a_clear_message(

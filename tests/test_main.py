@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from docker import DockerClient
@@ -10,9 +11,24 @@ from docker import DockerClient
 from conftest import FixtureProject
 from projects import run_cli
 from publishing import commit_all, git, untag_all
-from registry import free_port
+from registry import free_port, id_of
 
 pytestmark = pytest.mark.integration
+
+
+def verify_containers(client: DockerClient, image: str, since: datetime, until: datetime) -> int:
+    """How many probe containers the engine created from ``image`` between the two times."""
+    events = client.events(
+        since=since,
+        until=until,
+        decode=True,
+        filters={"type": "container", "event": "create", "image": image,
+                 "label": "dev.buildbox.container=verify"},
+    )  # fmt: skip
+    try:
+        return len(list(events))
+    finally:
+        events.close()
 
 
 def test_main_releases_to_its_own_registry_and_prints_what_a_user_needs(
@@ -27,8 +43,12 @@ def test_main_releases_to_its_own_registry_and_prints_what_a_user_needs(
     git(root, "init", "-q")
     commit_all(root, "fixture")
     try:
+        since = datetime.now(UTC)
         first = run_cli(root, "main", "fixture")
+        until = datetime.now(UTC) + timedelta(seconds=1)  # the engine counts whole seconds
         assert first.returncode == 0, first.stdout + first.stderr
+        image = id_of(docker_client.images.get(f"127.0.0.1:{port}/buildbox/fixture:v1"))
+        assert verify_containers(docker_client, image, since, until) == 1, "verified once"
         assert f"main: releasing to the local registry 127.0.0.1:{port}" in first.stdout
         assert "PASS  probe hello: `/opt/hello/bin/hello` printed 'hello 1.0'" in first.stdout
         assert "released: fixture v1" in first.stdout
