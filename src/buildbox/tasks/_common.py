@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from buildbox.define.boxes import Box
     from buildbox.define.project import Project
     from buildbox.fetch import Fetcher
+    from buildbox.release.release import Released
     from buildbox.verify import Report
 
 P = ParamSpec("P")
@@ -96,6 +97,21 @@ def engine_and_fetcher(
 
     with output.fetch_progress(sys.stderr, artifacts) as progress, Engine.connect() as engine:
         yield engine, Fetcher(found, progress)
+
+
+def release_version(project: Project, box: Box) -> Released:
+    """The box's current version released (`invoke release`, `invoke main`): downloads reported
+    on stderr, publishing on stdout."""
+    from buildbox.release.release import release_box
+    from buildbox.source import revision
+
+    shown = output.upload_progress(sys.stdout)
+    artifacts = len(box.components) * len(box.platforms)
+    with engine_and_fetcher(project.settings, artifacts) as (engine, fetcher):
+        return release_box(
+            project, box, engine=engine, fetcher=fetcher,
+            revision=revision(project.settings.root), log=shown.line, progress=shown,
+        )  # fmt: skip
 
 
 def print_checks(results: Iterable[tuple[bool, str]]) -> int:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from buildbox import output
-from buildbox.tasks._common import engine_and_fetcher, fails_cleanly, load, print_report, settings
+from buildbox.tasks._common import fails_cleanly, load, print_report, release_version, settings
 
 
 @task(
@@ -25,20 +23,12 @@ def main(ctx: Context, box: str) -> None:
     """
     from buildbox import local_registry
     from buildbox.release.record import RECORD_FILE
-    from buildbox.release.release import release_box
-    from buildbox.source import revision
 
     project, chosen = load(ctx, box)
     host = local_registry.ensure_running(project.settings)
     if host:
         print(f"main: releasing to the local registry {host} (buildbox.registry is empty)")
-    artifacts = len(chosen.components) * len(chosen.platforms)
-    shown = output.upload_progress(sys.stdout)
-    with engine_and_fetcher(project.settings, artifacts) as (engine, fetcher):
-        done = release_box(
-            project, chosen, engine=engine, fetcher=fetcher,
-            revision=revision(project.settings.root), log=shown.line, progress=shown,
-        )  # fmt: skip
+    done = release_version(project, chosen)
     for report in done.reports:
         print(f"verify {report.image} ({report.platform}):")
         print_report(report)

@@ -19,6 +19,7 @@ from buildbox.tasks._common import (
     fails_cleanly,
     load,
     print_checks,
+    release_version,
     settings,
 )
 
@@ -150,18 +151,10 @@ def release(ctx: Context, box: str, builder: str | None = None) -> None:
     """Build, verify, write the SBOMs, publish and record a box version: the one push-button."""
     from buildbox import local_registry
     from buildbox.release.record import RECORD_FILE
-    from buildbox.release.release import release_box
-    from buildbox.source import revision
 
     project, chosen = load(ctx, box, builder=builder)
     local_registry.ensure_running(project.settings)
-    artifacts = len(chosen.components) * len(chosen.platforms)
-    shown = output.upload_progress(sys.stdout)
-    with engine_and_fetcher(project.settings, artifacts) as (engine, fetcher):
-        done = release_box(
-            project, chosen, engine=engine, fetcher=fetcher,
-            revision=revision(project.settings.root), log=shown.line, progress=shown,
-        )  # fmt: skip
+    done = release_version(project, chosen)
     if done.new:
         print(f"released {done.release.reference}")
         if project.settings.signing_key:
