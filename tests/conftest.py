@@ -89,15 +89,18 @@ def isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """An ``engine`` test needs an engine: CI selects the engine configurations' runs with
-    ``-m engine`` and the rest with ``-m integration``, so each must carry both marks."""
-    wrong = [
-        item.nodeid
-        for item in items
-        if item.get_closest_marker("engine") and not item.get_closest_marker("integration")
-    ]
+    """An ``engine`` or ``store`` test needs an engine: CI runs the whole suite once and
+    selects the other engine configurations' runs by those marks, so each must be marked
+    ``integration`` too (and not both: ``engine`` already runs on every configuration)."""
+    wrong = []
+    for item in items:
+        engine, store = (item.get_closest_marker(name) is not None for name in ("engine", "store"))
+        if ((engine or store) and not item.get_closest_marker("integration")) or (engine and store):
+            wrong.append(item.nodeid)
     if wrong:
-        raise pytest.UsageError(f"marked engine but not integration: {', '.join(wrong)}")
+        raise pytest.UsageError(
+            f"engine or store needs integration, and not both engine and store: {', '.join(wrong)}"
+        )
 
 
 def missing(what: str) -> NoReturn:

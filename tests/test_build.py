@@ -316,7 +316,7 @@ BUILDKIT_STEP = re.compile(
 @pytest.mark.parametrize(
     ("builder", "log_line"), [("classic", CLASSIC_STEP), ("buildkit", BUILDKIT_STEP)]
 )
-@pytest.mark.engine
+@pytest.mark.store
 def test_the_builder_setting_chooses_the_builder(
     fixture_project: FixtureProject,
     monkeypatch: pytest.MonkeyPatch,

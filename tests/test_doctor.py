@@ -49,7 +49,7 @@ def test_missing_buildx_and_emulation_say_what_they_mean(tmp_path: Path) -> None
 
 
 @pytest.mark.integration
-@pytest.mark.engine
+@pytest.mark.store
 def test_doctor_reports_the_running_engine(
     fixture_project: FixtureProject, docker_client: DockerClient
 ) -> None:
@@ -62,7 +62,6 @@ def test_doctor_reports_the_running_engine(
 
 
 @pytest.mark.integration
-@pytest.mark.engine
 def test_an_unknown_buildx_builder_is_a_clear_error(fixture_project: FixtureProject) -> None:
     result = run_cli(fixture_project.root, "build", "fixture", "--builder=nowhere")
     assert result.returncode == 1

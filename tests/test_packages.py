@@ -60,7 +60,7 @@ def run_in(docker_client: DockerClient, image: str, *command: str) -> str:
     return output.decode()
 
 
-@pytest.mark.engine
+@pytest.mark.store
 def test_lock_build_verify_and_sbom(packaged: FixtureProject, docker_client: DockerClient) -> None:
     root = packaged.root
     unlocked = run_cli(root, "check")
@@ -119,7 +119,7 @@ def test_dry_run_shows_changes_and_writes_nothing(packaged: FixtureProject) -> N
     assert not (packaged.box_dir / "packages.lock").exists()
 
 
-@pytest.mark.engine
+@pytest.mark.store
 def test_unlocked_missing_and_tampered_packages_are_refused(
     packaged: FixtureProject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -160,7 +160,7 @@ def test_unlocked_missing_and_tampered_packages_are_refused(
     assert "No tag was moved" in broken.stderr
 
 
-@pytest.mark.engine
+@pytest.mark.store
 def test_two_builds_of_a_locked_box_give_one_digest(
     packaged: FixtureProject, registry: Any
 ) -> None:
