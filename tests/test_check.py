@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from buildbox.errors import BuildboxError
 from projects import (
     Mutation,
     artifact,
@@ -252,3 +253,95 @@ def test_a_component_may_be_left_out_of_a_platform(tmp_path: Path) -> None:
     assert [w.platform for w in wanted_for([box], project.library)] == ["linux/amd64"]
     arm64 = assemble(box, project.library, project.settings, "linux/arm64", {})
     assert [e.name for e in arm64.entries if e.name.startswith(".buildbox/artifacts/")] == []
+
+
+# --- box.yaml strings never reach a shell; links never leave the box ------------------------
+
+#: The payload of issue 26: a mirror that closes the hook's quotes and runs a command as root.
+MIRROR_PAYLOAD = "http://deb.debian.org/debian' ; id > /tmp/x ; echo '"
+BOOTSTRAP = {"suite": "bookworm", "variant": "minbase", "mirror": "http://deb.debian.org/debian"}
+
+
+def test_a_mirror_with_shell_in_it_is_one_clear_line(tmp_path: Path) -> None:
+    root = make_project(tmp_path)
+    box_field(base="-", bootstrap={**BOOTSTRAP, "mirror": MIRROR_PAYLOAD})(root)
+    result = run_cli(root, "check")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stdout.splitlines() if "mirror" in line]
+    assert len(lines) == 1, result.stdout
+    assert re.match(rf"^{BOX}:\d+: bootstrap\.mirror: expected an http\(s\) URL", lines[0])
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"bootstrap": {**BOOTSTRAP, "mirror": "https://deb.debian.org/debian $(id)"}},
+         r"bootstrap\.mirror: expected an http\(s\) URL"),
+        ({"bootstrap": {**BOOTSTRAP, "mirror": "http://deb.debian.org/debian\nfoo"}},
+         r"bootstrap\.mirror: expected an http\(s\) URL"),
+        ({"bootstrap": {**BOOTSTRAP, "mirror": "http://user:pw@deb.debian.org/debian"}},
+         r"bootstrap\.mirror: expected an http\(s\) URL"),
+        ({"bootstrap": {**BOOTSTRAP, "packages": ["make,curl"]}},
+         r"bootstrap\.packages\[0\]: expected a Debian package name"),
+        ({"bootstrap": {**BOOTSTRAP, "packages": ["make;id"]}},
+         r"bootstrap\.packages\[0\]: expected a Debian package name"),
+        ({"bootstrap": {**BOOTSTRAP, "suite": "bookworm main"}}, r"bootstrap\.suite: expected"),
+        ({"base": "centos:7@sha256:" + "c" * 64 + " ; id"}, r"base: expected an image reference"),
+        ({"components": ["tool;id"]}, r"components\[0\]: expected a component name"),
+        ({"platforms": ["linux/amd64;id"]}, r"platforms\[0\]: expected a platform"),
+        ({"probes": {"a b": {"command": ["true"], "expect": "x"}}}, r"probes\.a b: expected"),
+        ({"description": "text\x1b[31m"}, r"description: expected"),
+    ],
+    ids=["mirror-subst", "mirror-newline", "mirror-credentials", "package-comma",
+         "package-semicolon", "suite-space", "base", "component", "platform", "probe-name",
+         "description-control"],
+)  # fmt: skip
+def test_box_strings_are_validated_strictly(
+    tmp_path: Path, fields: dict[str, object], expected: str
+) -> None:
+    root = make_project(tmp_path)
+    box_field(**({"base": "-"} if "bootstrap" in fields else {}), **fields)(root)
+    result = run_cli(root, "check")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert any(re.match(rf"^{BOX}:\d+: {expected}", line) for line in result.stdout.splitlines()), (
+        result.stdout
+    )
+
+
+def test_a_box_link_leaving_the_box_is_refused_by_check_and_build(tmp_path: Path) -> None:
+    from buildbox.define.boxes import Box
+
+    root = make_project(tmp_path)
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("[http]\n\textraheader = AUTHORIZATION: basic c2VjcmV0\n")
+    link = root / "buildboxes" / "demo" / "gitconfig"
+    link.symlink_to("../../.git/config")
+    (root / "buildboxes" / "demo" / "inside").symlink_to("Dockerfile")  # stays in: fine
+    result = run_cli(root, "check")
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if "gitconfig" in line]
+    assert lines == [
+        (
+            "buildboxes/demo/gitconfig: link: a symbolic link to ../../.git/config, outside the "
+            "box directory; box files must stay inside buildboxes/demo (copy the file in instead)"
+        )
+    ], result.stdout
+    box = Box("demo", root / "buildboxes" / "demo", "1", "b", ("linux/amd64",), ())
+    with pytest.raises(BuildboxError, match=r"buildboxes/demo/gitconfig: .*\.\./\.\./\.git/config"):
+        box.files()
+    link.unlink()
+    assert [p.name for p in box.files()] == ["Dockerfile", "inside"]
+
+
+def test_a_linked_directory_leaving_the_box_is_refused(tmp_path: Path) -> None:
+    root = make_project(tmp_path)
+    (root / "secrets").mkdir()
+    (root / "secrets" / "token").write_text("ghs_secret\n")
+    (root / "buildboxes" / "demo" / "etc").symlink_to(root / "secrets")
+    result = run_cli(root, "check")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert any(
+        line.startswith("buildboxes/demo/etc: link: a symbolic link to ")
+        for line in result.stdout.splitlines()
+    ), result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -10,7 +11,7 @@ from pathlib import Path
 from buildbox.define import yamldoc
 from buildbox.define.dockerfile import check_dockerfile
 from buildbox.define.library import Library, Probe
-from buildbox.define.lock import LOCK_FILE, LockedPackage, PackageLock, parse_spec
+from buildbox.define.lock import LOCK_FILE, LockedPackage, PackageLock
 from buildbox.define.lock import problems as lock_problems
 from buildbox.errors import BuildboxError, Problem
 from buildbox.oci.refs import is_pinned
@@ -140,7 +141,9 @@ class Box:
 
     def files(self) -> tuple[Path, ...]:
         """The box's own files that go into its build context (all but box.yaml and the lock,
-        whose packages go in as verified .debs)."""
+        whose packages go in as verified .debs); a link leaving the box is an error."""
+        for link, target in leaving_links(self.directory):
+            raise BuildboxError(f"{link}: {leaving_message(self.directory, target)}")
         return tuple(
             sorted(
                 path
@@ -149,6 +152,27 @@ class Box:
                 and path.relative_to(self.directory).as_posix() not in (BOX_FILE, LOCK_FILE)
             )
         )
+
+
+def leaving_links(directory: Path) -> list[tuple[Path, str]]:
+    """Every symbolic link under ``directory`` (to a file or a directory) that resolves outside
+    it, with the target it names: a link would carry any file of the machine (a checkout's
+    .git/config holds the CI job's token) into the build context."""
+    inside = directory.resolve()
+    found = []
+    for parent, dirs, names in os.walk(directory):  # links to directories are not entered
+        for name in sorted([*dirs, *names]):
+            path = Path(parent) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(inside):
+                found.append((path, os.readlink(path)))
+    return sorted(found)
+
+
+def leaving_message(directory: Path, target: str) -> str:
+    return (
+        f"a symbolic link to {target}, outside the box directory; box files must stay inside "
+        f"{directory.parent.name}/{directory.name} (copy the file in instead)"
+    )
 
 
 def _bootstrap(data: object) -> Bootstrap | None:
@@ -192,6 +216,10 @@ def load_box(
                 settings.shown(directory), None, DOCKERFILE, "missing; every box has a Dockerfile"
             )
         )
+    found.extend(
+        Problem(settings.shown(link), None, "link", leaving_message(directory, target))
+        for link, target in leaving_links(directory)
+    )
     document = yamldoc.load(box_file, shown, found)
     box = None
     if document is not None:
@@ -291,12 +319,6 @@ def _check_box(
                 ("platforms", index),
                 f"{platform!r} is not a platform this project builds; expected one of "
                 f"{', '.join(settings.platforms)} (buildbox.platforms in invoke.yaml)",
-            )
-    for index, spec in enumerate(box.packages):
-        if parse_spec(spec) is None:
-            problem(
-                ("packages", index),
-                f"{spec!r} is not a package name (or name=version) as apt-get install takes it",
             )
     for index, name in _repeats(box.packages):
         problem(("packages", index), f"{name!r} is listed twice")
