@@ -137,3 +137,129 @@ def test_rustup_init_runs_the_checked_installer_with_the_pinned_toolchain(
         "/opt/r/rustup", "/opt/r/cargo", "-y", "--no-modify-path", "--profile", "minimal",
         "--default-toolchain", "1.81.0",
     ]  # fmt: skip
+
+
+# --- packages.sh runs only inside a build -----------------------------------------------------
+# It runs dpkg on / and then deletes dpkg's and apt's logs: on a machine rather than an image
+# being built, that would install packages and erase the administrator's record. It is never
+# run against this machine's root here: refused runs meet stubs that record every call, and the
+# one run that installs happens in a scratch root (a user namespace chrooted into tmp_path).
+
+STUBBED = ("dpkg", "apt-get", "rm", "ldconfig")
+
+
+def packages_context(where: Path) -> Path:
+    """A build context's .buildbox: packages.sh, one (fake) .deb and its packages.tsv line."""
+    where.mkdir(parents=True)
+    shutil.copy(SCRIPTS / "packages.sh", where / "packages.sh")
+    (where / "packages").mkdir()
+    deb = where / "packages" / "hello_2.10-3_amd64.deb"
+    deb.write_bytes(b"!<arch>\ndebian-binary\n")
+    sha256 = hashlib.sha256(deb.read_bytes()).hexdigest()
+    (where / "packages.tsv").write_text(f"hello\t2.10-3\tamd64\t{sha256}\t{deb.name}\n")
+    return where
+
+
+def recording_stubs(bin_dir: Path, record: Path) -> None:
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name in STUBBED:
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {record}\n')
+        (bin_dir / name).chmod(0o755)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    ("root", "expected"),
+    [
+        (None, "packages.sh runs only inside a box's build"),
+        ("", "packages.sh runs only inside a box's build"),
+        ("/staging", "BUILDBOX_ROOT must be /, not /staging"),
+    ],
+)
+def test_packages_refuses_to_run_outside_a_build(
+    shell: str, root: str | None, expected: str, tmp_path: Path
+) -> None:
+    context = packages_context(tmp_path / "context")
+    record = tmp_path / "calls"
+    recording_stubs(tmp_path / "stubs", record)
+    command = [shell, "sh"] if shell.endswith("busybox") else [shell]
+    env = {"PATH": f"{tmp_path / 'stubs'}:/usr/bin:/bin"}
+    if root is not None:
+        env["BUILDBOX_ROOT"] = root
+    result = subprocess.run(
+        [*command, str(context / "packages.sh")],
+        capture_output=True, text=True, check=False, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert not record.exists(), f"packages.sh ran {record.read_text()!r} outside a build"
+    [line] = result.stderr.splitlines()
+    assert line.startswith("buildbox: ")
+    assert expected in line
+    assert "nothing was done" in line
+
+
+def scratch_root(tmp_path: Path) -> tuple[Path, Path]:
+    """A root filesystem of busybox and a recording dpkg, with the context at /buildbox."""
+    root = tmp_path / "root"
+    for directory in ("bin", "usr/bin", "var/log/apt", "var/lib/dpkg", "tmp"):
+        (root / directory).mkdir(parents=True)
+    shutil.copy("/bin/busybox", root / "bin" / "busybox")
+    for applet in ("sh", "dirname", "sha256sum", "sed", "rm", "cat", "printf", "echo"):
+        (root / "bin" / applet).symlink_to("busybox")
+    (root / "usr" / "bin" / "dpkg").write_text('#!/bin/sh\necho "dpkg $*" >> /calls\n')
+    (root / "usr" / "bin" / "dpkg").chmod(0o755)
+    for log in ("var/log/dpkg.log", "var/log/apt/term.log", "var/lib/dpkg/status-old"):
+        (root / log).write_text("when dpkg ran\n")
+    packages_context(root / "buildbox")
+    return root, root / "calls"
+
+
+needs_scratch_root = pytest.mark.skipif(
+    not Path("/bin/busybox").is_file()
+    or subprocess.run(["unshare", "-r", "true"], capture_output=True, check=False).returncode,
+    reason="needs a static busybox and unprivileged user namespaces",
+)
+
+
+def in_scratch_root(root: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["unshare", "-r", f"--root={root}", "/bin/sh", "/buildbox/packages.sh"],
+        capture_output=True, text=True, check=False, env={"PATH": "/usr/bin:/bin", **env},
+    )  # fmt: skip
+
+
+@needs_scratch_root
+def test_packages_installs_and_cleans_up_in_the_build_root(tmp_path: Path) -> None:
+    root, record = scratch_root(tmp_path)
+    result = in_scratch_root(root, {"BUILDBOX_ROOT": "/"})
+    assert result.returncode == 0, result.stderr
+    assert record.read_text() == (
+        "dpkg --install --force-confold /buildbox/packages/hello_2.10-3_amd64.deb\n"
+    )
+    assert not (root / "var/log/dpkg.log").exists()
+    assert not (root / "var/log/apt/term.log").exists()
+    assert not (root / "var/lib/dpkg/status-old").exists()
+
+
+@needs_scratch_root
+def test_packages_refuses_a_booted_system(tmp_path: Path) -> None:
+    root, record = scratch_root(tmp_path)
+    (root / "run" / "systemd" / "system").mkdir(parents=True)  # what systemd creates at boot
+    result = in_scratch_root(root, {"BUILDBOX_ROOT": "/"})
+    assert result.returncode != 0
+    assert "a booted system" in result.stderr
+    assert not record.exists()
+    assert (root / "var/log/dpkg.log").exists()
+
+
+@needs_scratch_root
+def test_packages_installs_nothing_when_a_deb_is_not_the_locked_one(tmp_path: Path) -> None:
+    root, record = scratch_root(tmp_path)
+    (root / "buildbox" / "packages" / "hello_2.10-3_amd64.deb").write_bytes(b"x")
+    result = in_scratch_root(root, {"BUILDBOX_ROOT": "/"})
+    assert result.returncode == 1
+    assert "buildbox: hello 2.10-3 (amd64): hello_2.10-3_amd64.deb does not have the locked " in (
+        result.stderr
+    )
+    assert not record.exists()
+    assert (root / "var/log/dpkg.log").exists()

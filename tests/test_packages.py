@@ -29,7 +29,7 @@ COPY .buildbox/ /buildbox/
 RUN BUILDBOX_ROOT=/staging sh /buildbox/install.sh
 
 FROM ${BUILDBOX_BASE}
-RUN --mount=type=bind,source=.buildbox,target=/buildbox sh /buildbox/packages.sh
+RUN --mount=type=bind,source=.buildbox,target=/buildbox BUILDBOX_ROOT=/ sh /buildbox/packages.sh
 COPY --from=components /staging/ /
 COPY motd /etc/motd
 """

@@ -6,13 +6,38 @@
 # Every sha256 is checked again first; then dpkg installs exactly these files (maintainer scripts,
 # triggers and the dpkg database as usual) and nothing is downloaded: a dependency the lock
 # misses fails the build, naming the package.
+# It runs only in a build, as the Dockerfile calls it:
+#   RUN --mount=type=bind,source=.buildbox,target=/buildbox BUILDBOX_ROOT=/ sh /buildbox/packages.sh
+# dpkg installs into / and the clean-up below deletes dpkg's and apt's logs: on a machine rather
+# than an image being built, that would change its packages and erase its administrator's record.
 set -eu
+case "${BUILDBOX_ROOT-}" in
+/) ;;
+'')
+    echo "buildbox: packages.sh runs only inside a box's build (RUN --mount=... BUILDBOX_ROOT=/" \
+        "sh /buildbox/packages.sh); BUILDBOX_ROOT is not set, so nothing was done" >&2
+    exit 2
+    ;;
+*)
+    echo "buildbox: packages.sh installs into the root of the image being built:" \
+        "BUILDBOX_ROOT must be /, not $BUILDBOX_ROOT; nothing was done" >&2
+    exit 2
+    ;;
+esac
+# systemd's own test for a booted system: an image being built never has it.
+if [ -d /run/systemd/system ]; then
+    echo "buildbox: packages.sh runs only inside a box's build, and this is a booted system" \
+        "(/run/systemd/system exists); nothing was done" >&2
+    exit 2
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 tab=$(printf '\t')
 files=""
 while IFS="$tab" read -r name version arch sha256 file; do
     case "$name" in '' | '#'*) continue ;; esac
-    if ! echo "$sha256  $here/packages/$file" | sha256sum -c --status -; then
+    # Read on stdin, so that busybox's and coreutils' sha256sum print the same "<hex>  -".
+    actual=$(sha256sum 2>&1 < "$here/packages/$file") || true
+    if [ "${actual%% *}" != "$sha256" ]; then
         echo "buildbox: $name $version ($arch): $file does not have the locked sha256 $sha256" >&2
         exit 1
     fi
