@@ -3,8 +3,11 @@ then offline from the verified cache to build, reproducibly."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import shutil
+import tarfile
 
 import pytest
 from docker import DockerClient
@@ -67,9 +70,31 @@ def test_a_bootstrapped_base_locks_builds_offline_and_reproduces(
         "base:")]  # fmt: skip
     assert base["hashes"] == [{"alg": "SHA-256", "content": content.removeprefix("sha256:")}]
 
+    # `docker import` of the uncompressed rootfs keeps it as the one layer: its diff_id is the
+    # tarball's sha256, which is what lets a base be verified by image id.
+    [base_tag] = base_images(docker_client, "fixture")
+    assert docker_client.images.get(base_tag).attrs["RootFS"]["Layers"] == [content]
+
+    # A tag planted with a forged label is never read: the base is found by its image id.
+    forged = "sha256:" + "f" * 64
+    docker_client.images.remove(base_tag, force=True)
+    empty = io.BytesIO()
+    tarfile.open(fileobj=empty, mode="w").close()
+    planted = docker_client.api.import_image_from_data(
+        empty.getvalue(), repository=base_tag.rpartition(":")[0], tag=base_tag.rpartition(":")[2],
+        changes=[f"LABEL dev.buildbox.base-content={forged}"],
+    )  # fmt: skip
+    assert planted
+    again = run_cli(root, "build", "fixture", "--no-cache", "--offline")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "importing the base of fixture (linux/amd64) again" in again.stdout
+    rebuilt = docker_client.images.get(fixture_project.release_tag())
+    assert rebuilt.labels["org.opencontainers.image.base.digest"] == content
+
     # The same lock and epoch give the same base, bootstrapped again from the cache, offline.
     for tag in base_images(docker_client, "fixture"):
         docker_client.images.remove(tag, force=True)
+    shutil.rmtree(fixture_project.cache / "bases")
     again = run_cli(root, "build", "fixture", "--no-cache", "--offline")
     assert again.returncode == 0, again.stdout + again.stderr
     rebuilt = docker_client.images.get(fixture_project.release_tag())

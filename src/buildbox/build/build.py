@@ -143,8 +143,9 @@ def build_box(
         base_digest = None
         if box.bootstrap is not None:
             base, base_digest = bootstrap_base(
-                engine, box, platform, artifacts, revision.epoch, log, fresh=fresh_base
-            )
+                engine, box, platform, artifacts, revision.epoch, log, fresh=fresh_base,
+                cache_dir=project.settings.cache_dir,
+            )  # fmt: skip
         else:
             base = ensure_base(engine, box.base, platform, allow_floating_base, project.settings)
         context = assemble(box, project.library, project.settings, platform, artifacts)

@@ -23,6 +23,7 @@ from buildbox.build.context import write_tar
 from buildbox.build.engine import Engine
 from buildbox.define.dockerfile import BASE_ARG
 from buildbox.errors import BuildboxError
+from buildbox.oci.refs import is_pinned
 
 _TAIL_LINES = 25
 #: ``#7 [components 3/3] RUN sh /buildbox/install.sh``: a build step starts.
@@ -86,6 +87,15 @@ class BuildKitBuilder:
 
     def command(self, request: BuildRequest, iidfile: Path, driver: str) -> list[str]:
         """The ``docker buildx build`` arguments for ``request`` (context on stdin)."""
+        if driver != "docker" and not is_pinned(request.base):
+            # Another machine's BuildKit sees no local image: it resolves any name (an image
+            # id too) on a registry, a short one on Docker Hub, where anyone may publish it.
+            raise BuildboxError(
+                f"{request.context.box.name}: the base {request.base} is not pinned by digest, "
+                f"and buildx builder {self.instance} (driver {driver}) would look it up on a "
+                "registry; build with the engine's own BuildKit (no buildbox.buildx_builder) "
+                "or the classic builder (a bootstrapped base is a local image)"
+            )
         command = [
             docker_cli(), "buildx", "build", "-",
             "--progress=plain",

@@ -34,6 +34,8 @@ class LocalImage:
     labels: Mapping[str, str]
     #: ``os/architecture`` from the image config.
     platform: str
+    #: The digests of its uncompressed layers (``RootFS.Layers``), lowest first.
+    diff_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class Engine:
             id=str(found.id),
             labels=dict(found.labels or {}),
             platform=f"{attrs.get('Os', 'linux')}/{attrs.get('Architecture', '')}",
+            diff_ids=tuple((attrs.get("RootFS") or {}).get("Layers") or ()),
         )
 
     def find_image(self, labels: Mapping[str, str]) -> str | None:
