@@ -31,7 +31,7 @@ def base_images(docker_client: DockerClient, box: str) -> list[str]:
         tag
         for entry in docker_client.api.images()
         for tag in entry.get("RepoTags") or []
-        if tag.startswith(f"buildbox-base/{box}:")
+        if tag.startswith(f"buildbox-base.invalid/{box}:")
     ]
 
 

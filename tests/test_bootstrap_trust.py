@@ -66,9 +66,12 @@ class FakeEngine:
     planted: LocalImage | None = None
 
     def image(self, reference: str) -> LocalImage | None:
-        if self.planted is not None and reference.startswith("buildbox-base/"):
+        if self.planted is not None and reference.startswith("buildbox-base"):
             return self.planted
         return self.images.get(reference)
+
+    def tag(self, image_id: str, reference: str) -> None:
+        self.images[reference] = self.images[image_id]
 
     def cli_environment(self) -> dict[str, str]:
         return {}
@@ -165,10 +168,13 @@ def test_a_planted_tag_with_a_forged_label_is_not_trusted(bootstrapping: Bootstr
     bootstrapping.engine.planted = LocalImage(
         "sha256:" + "e" * 64, {CONTENT_LABEL: forged}, PLATFORM, (forged,)
     )
-    image_id, content = bootstrapping.run()
+    reference, content = bootstrapping.run()
     assert content != forged, "a tag and label anyone can write became the base digest"
     assert content == CONTENT
-    assert image_id == bootstrapping.engine.images[image_id].id != "sha256:" + "e" * 64
+    assert reference.startswith("buildbox-base.invalid/demo:")
+    built_on = bootstrapping.engine.images[reference]  # the name, given to the verified image
+    assert built_on.id != "sha256:" + "e" * 64
+    assert built_on.diff_ids == (CONTENT,)
     assert len(bootstrapping.commands) == 1
 
 
@@ -220,6 +226,22 @@ def test_the_mirror_reaches_mmdebstrap_only_in_a_file(bootstrapping: Bootstrappi
     assert bootstrapping.sources == [f"deb {MIRROR} bookworm main\n"]
 
 
+def test_an_image_not_built_on_the_verified_base_is_refused(
+    bootstrapping: Bootstrapping,
+) -> None:
+    engine = cast(Engine, bootstrapping.engine)
+    good = LocalImage("sha256:" + "1" * 64, {}, PLATFORM, (CONTENT, "sha256:" + "2" * 64))
+    other = LocalImage("sha256:" + "3" * 64, {}, PLATFORM, ("sha256:" + "4" * 64, CONTENT))
+    bootstrapping.engine.images.update({good.id: good, other.id: other})
+    bootstrap.require_built_on(engine, good.id, CONTENT, bootstrapping.box, PLATFORM)
+    with pytest.raises(BuildboxError) as raised:
+        bootstrap.require_built_on(engine, other.id, CONTENT, bootstrapping.box, PLATFORM)
+    assert str(raised.value) == (
+        f"demo ({PLATFORM}) was not built on its verified base: the image's lowest layer is "
+        f"sha256:{'4' * 64}, not the base's root filesystem {CONTENT}; build it again"
+    )
+
+
 # --- a remote BuildKit never resolves a local base by name ------------------------------------
 
 
@@ -229,8 +251,8 @@ def request(box: Box, base: str) -> BuildRequest:
 
 @pytest.mark.parametrize(
     "base",
-    ["sha256:" + "a" * 64, "buildbox-base/demo:0123456789abcdef", "debian:12"],
-    ids=["image-id", "short-name", "tag"],
+    ["buildbox-base.invalid/demo:0123", "sha256:" + "a" * 64, "buildbox-base/demo:0", "debian:12"],
+    ids=["local-base", "image-id", "short-name", "tag"],
 )
 def test_a_remote_builder_refuses_a_base_not_pinned_by_digest(
     bootstrapping: Bootstrapping, base: str, tmp_path: Path
@@ -247,9 +269,9 @@ def test_a_local_base_builds_on_the_engines_own_buildkit(
     bootstrapping: Bootstrapping, tmp_path: Path
 ) -> None:
     builder = BuildKitBuilder(cast(Engine, bootstrapping.engine))
-    image_id = "sha256:" + "a" * 64
-    command = builder.command(request(bootstrapping.box, image_id), tmp_path / "iid", "docker")
-    assert f"BUILDBOX_BASE={image_id}" in command
+    local = "buildbox-base.invalid/demo:0123"
+    command = builder.command(request(bootstrapping.box, local), tmp_path / "iid", "docker")
+    assert f"BUILDBOX_BASE={local}" in command
     pinned = "registry.example.invalid/debian@sha256:" + "b" * 64
     remote = BuildKitBuilder(cast(Engine, bootstrapping.engine), "farm")
     assert "--load" in remote.command(request(bootstrapping.box, pinned), tmp_path / "i", "remote")

@@ -14,14 +14,18 @@ read. The tarball is kept in the cache by its sha256 (``bases/<hex>.tar``, with
 ``bases/<key>.json`` naming content digest and image id for the bootstrap's inputs), and every
 use hashes it again, then looks the image up by its id and checks that its one layer's diff_id
 (``docker import`` of an uncompressed tar keeps it as it is: the diff_id is the tar's sha256)
-and its label are that digest; the build names the base by image id, never by a name a registry
-could answer. A tarball that does not hash to its name is bootstrapped again; an image that is
-missing or does not hold the tarball is imported again from it. A release reuses a base this way
-rather than bootstrapping afresh: bootstrapping takes minutes per platform (about 6 under
-emulation), and the tarball re-hashed is the same bytes a fresh bootstrap of the same lock and
-epoch gives, which `invoke reproduce` checks by bootstrapping afresh (``fresh``). The cache
-directory is trusted as far as this goes: it binds a bootstrap's inputs to a digest, as the
-release record does for published images.
+and its label are that digest. A tarball that does not hash to its name is bootstrapped again;
+an image that is missing or does not hold the tarball is imported again from it. The verified
+id is then named ``buildbox-base.invalid/<box>:<key>`` for the build: BuildKit cannot build
+``FROM`` an image id (it asks Docker Hub for ``library/sha256``: moby/buildkit#2204), and a
+name on a ``.invalid`` host is one no registry can answer, should the local name be gone. After
+the build, :func:`require_built_on` checks that the image's lowest layer is the tarball.
+
+A release reuses a base this way rather than bootstrapping afresh: bootstrapping takes minutes
+per platform (about 6 under emulation), and the tarball re-hashed is the same bytes a fresh
+bootstrap of the same lock and epoch gives, which `invoke reproduce` checks by bootstrapping
+afresh (``fresh``). The cache directory is trusted as far as this goes: it binds a bootstrap's
+inputs to a digest, as the release record does for published images.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ from buildbox.files import write_atomically
 
 #: The label an imported base carries: the sha256 of the root filesystem it was made from.
 LABEL_CONTENT = "dev.buildbox.base-content"
+#: Where local base names live: a host that never resolves (RFC 2606), so no builder can pull
+#: a lookalike of a base from a registry.
+BASE_HOST = "buildbox-base.invalid"
 _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
 
@@ -62,8 +69,8 @@ def bootstrap_base(
     cache_dir: Path,
 ) -> tuple[str, str]:
     """The local image of the box's bootstrapped base for ``platform``, made now if needed (or
-    ``fresh``, made again whatever exists): (its image id, the content digest ``sha256:<hex>``
-    of its root filesystem)."""
+    ``fresh``, made again whatever exists): (the local name given to its verified image id just
+    now, the content digest ``sha256:<hex>`` of its root filesystem)."""
     assert box.bootstrap is not None
     locked = box.locked(platform)
     key = hashlib.sha256(
@@ -79,10 +86,10 @@ def bootstrap_base(
     ).hexdigest()
     bases = cache_dir / "bases"
     record = bases / f"{key}.json"
-    # A name for people (`docker images`); the toolkit never reads it back.
-    reference = f"buildbox-base/{box.name}:{key[:32]}"
+    reference = f"{BASE_HOST}/{box.name}:{key[:32]}"
     if not fresh and (reused := _reuse(engine, box, platform, record, reference, log)):
-        return reused
+        engine.tag(reused[0], reference)
+        return reference, reused[1]
     for tool in ("apt-ftparchive", "unshare"):
         if shutil.which(tool) is None:
             raise BuildboxError(
@@ -117,7 +124,20 @@ def bootstrap_base(
         rootfs.replace(tarball)
     image_id = _import_verified(engine, tarball, platform, content, reference)
     write_atomically(record, json.dumps({"content": content, "image": image_id}))
-    return image_id, content
+    engine.tag(image_id, reference)
+    return reference, content
+
+
+def require_built_on(engine: Engine, image_id: str, content: str, box: Box, platform: str) -> None:
+    """The image built from a bootstrapped base has that base's root filesystem as its lowest
+    layer (whatever happened to the base's local name during the build)."""
+    image = engine.image(image_id)
+    lowest = image.diff_ids[0] if image is not None and image.diff_ids else "none"
+    if lowest != content:
+        raise BuildboxError(
+            f"{box.name} ({platform}) was not built on its verified base: the image's lowest "
+            f"layer is {lowest}, not the base's root filesystem {content}; build it again"
+        )
 
 
 def stage_packages(

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from buildbox.build import labels
-from buildbox.build.bootstrap import bootstrap_base
+from buildbox.build.bootstrap import bootstrap_base, require_built_on
 from buildbox.build.builder import Builder, BuildRequest, ClassicBuilder
 from buildbox.build.buildkit import BuildKitBuilder, buildx_version, docker_cli
 from buildbox.build.context import assemble
@@ -161,6 +161,8 @@ def build_box(
                 "(with docker buildx installed)"
             )
         image_id = chosen.build(request, log)
+        if base_digest is not None:
+            require_built_on(engine, image_id, base_digest, box, platform)
     else:
         image_id = existing
     # Tags move only now, after a successful build: a failure leaves every tag where it was.
