@@ -22,6 +22,7 @@ from projects import run_cli, write_yaml
 from publishing import (
     build,
     commit_all,
+    git,
     point_at,
     published_digest,
     skopeo,
@@ -37,12 +38,12 @@ pytestmark = pytest.mark.integration
 def test_publish_pull_by_digest_and_find_the_sbom(
     publishing: FixtureProject, registry: Registry, docker_client: DockerClient
 ) -> None:
-    build(publishing)
-    result = run_cli(publishing.root, "publish", "--box=fixture")
+    result = run_cli(publishing.root, "release", "--box=fixture")
     assert result.returncode == 0, result.stdout + result.stderr
-    digest = published_digest(result.stdout)
+    [entry] = json.loads((publishing.root / RECORD_FILE).read_text())["releases"]
+    digest = entry["digest"]
     repository = publishing.registry.split("/", 1)[1] + "/fixture"
-    assert f"published: {publishing.registry}/fixture:v1@{digest}" in result.stdout
+    assert f"released {publishing.registry}/fixture:v1@{digest}" in result.stdout
 
     assert skopeo(f"{publishing.registry}/fixture:v1")["Digest"] == digest
     pulled = docker_client.images.pull(f"{publishing.registry}/fixture@{digest}")
@@ -75,9 +76,9 @@ def test_publish_pull_by_digest_and_find_the_sbom(
     assert image["hashes"] == [{"alg": "SHA-256", "content": digest.removeprefix("sha256:")}]
     assert image["purl"].startswith(f"pkg:oci/fixture@{digest}?")
 
-    again = run_cli(publishing.root, "publish", "--box=fixture")
+    again = run_cli(publishing.root, "release", "--box=fixture")
     assert again.returncode == 0, again.stderr
-    assert f"already published (unchanged): {publishing.registry}/fixture:v1@{digest}" in (
+    assert f"fixture v1 is already released: {publishing.registry}/fixture:v1@{digest}" in (
         again.stdout
     )
 
@@ -85,11 +86,13 @@ def test_publish_pull_by_digest_and_find_the_sbom(
 def test_other_content_under_a_released_version_is_refused(
     publishing: FixtureProject, registry: Registry
 ) -> None:
-    build(publishing)
-    first = published_digest(run_cli(publishing.root, "publish", "--box=fixture").stdout)
+    assert run_cli(publishing.root, "release", "--box=fixture").returncode == 0
+    first = json.loads((publishing.root / RECORD_FILE).read_text())["releases"][0]["digest"]
+    # Another clone's release of v1, from other content (its record is not this one).
+    (publishing.root / RECORD_FILE).unlink()
     (publishing.box_dir / "motd").write_text("something else\n")
-    build(publishing)
-    refused = run_cli(publishing.root, "publish", "--box=fixture")
+    commit_all(publishing.root, "other content, same version")
+    refused = run_cli(publishing.root, "release", "--box=fixture")
     assert refused.returncode == 1
     assert f"fixture:v1 already points at {first}; this release is sha256:" in refused.stderr
     assert "The registry was not changed" in refused.stderr
@@ -121,6 +124,8 @@ def test_registry_stopped_mid_publish_then_rerun_completes(
 ) -> None:
     own = Registry(tmp_path / "own-registry").start()
     project = point_at(fixture_project, own)
+    (project.root / ".gitignore").write_text("*.part\n")
+    git(project.root, "init", "-q")
     try:
         big = hello_component(artifacts, "1.5")
         name = "big-payload.tar.gz"
@@ -134,15 +139,15 @@ def test_registry_stopped_mid_publish_then_rerun_completes(
             project.root / "shared/components.yaml", {"components": {"hello": small, "big": big}}
         )
         project.set_box(components=["hello", "big"])
+        commit_all(project.root, "fixture")
         # The base image lives in the session registry; this one starts empty.
-        build(project)
         blobs = own.workdir / "data" / "docker" / "registry" / "v2" / "blobs"
         publishing = subprocess.Popen(
-            [sys.executable, "-m", "invoke", "--search-root", str(project.root), "publish",
+            [sys.executable, "-m", "invoke", "--search-root", str(project.root), "release",
              "--box=fixture"],
             cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # the release builds first
         while time.monotonic() < deadline and not (blobs.exists() and any(blobs.rglob("data"))):
             time.sleep(0.02)
         own.stop()
@@ -154,9 +159,10 @@ def test_registry_stopped_mid_publish_then_rerun_completes(
         own.start()
         repository = project.registry.split("/", 1)[1] + "/fixture"
         assert tag_digest(own, repository, "v1") is None, "no release tag until complete"
-        rerun = run_cli(project.root, "publish", "--box=fixture")
+        rerun = run_cli(project.root, "release", "--box=fixture")
         assert rerun.returncode == 0, rerun.stderr
-        assert tag_digest(own, repository, "v1") == published_digest(rerun.stdout)
+        [entry] = json.loads((project.root / RECORD_FILE).read_text())["releases"]
+        assert tag_digest(own, repository, "v1") == entry["digest"]
     finally:
         own.stop()
         untag_all(docker_client, project.registry)
@@ -174,7 +180,7 @@ def test_wrong_password_is_refused_and_never_printed(
         wrong = "hunter2-wrong-secret"
         monkeypatch.setenv("BUILDBOX_REGISTRY_USERNAME", "ci")
         monkeypatch.setenv("BUILDBOX_REGISTRY_PASSWORD", wrong)
-        refused = run_cli(project.root, "publish", "--box=fixture")
+        refused = run_cli(project.root, "publish", "--box=fixture", "--dev")
         assert refused.returncode == 1
         assert f"the registry {auth_registry.host} refused the credentials for user 'ci'" in (
             refused.stderr
@@ -183,11 +189,11 @@ def test_wrong_password_is_refused_and_never_printed(
 
         username, password = auth_registry.auth or ("", "")
         monkeypatch.setenv("BUILDBOX_REGISTRY_PASSWORD", password)
-        accepted = run_cli(project.root, "publish", "--box=fixture")
+        accepted = run_cli(project.root, "publish", "--box=fixture", "--dev")
         assert accepted.returncode == 0, accepted.stderr
         assert password not in accepted.stdout + accepted.stderr
         digest = published_digest(accepted.stdout)
-        seen = skopeo(f"{project.registry}/fixture:v1", f"--creds={username}:{password}")
+        seen = skopeo(f"{project.registry}/fixture-dev@{digest}", f"--creds={username}:{password}")
         assert seen["Digest"] == digest
     finally:
         untag_all(docker_client, project.registry)
@@ -301,7 +307,7 @@ def test_credentials_from_the_docker_config(
     monkeypatch.delenv("BUILDBOX_REGISTRY_PASSWORD", raising=False)
     try:
         build(project)
-        result = run_cli(project.root, "publish", "--box=fixture")
+        result = run_cli(project.root, "publish", "--box=fixture", "--dev")
         assert result.returncode == 0, result.stderr
         assert password not in result.stdout + result.stderr
     finally:

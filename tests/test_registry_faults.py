@@ -112,7 +112,7 @@ def test_a_hung_registry_fails_within_the_time_limit(
     settle(project, registry_time_limit=4)
     proxy.add(Fault("*", r"^/v2/.", "hang", times=10**6, seconds=30))
     started = time.monotonic()
-    failed = run_cli(project.root, "publish", "fixture")
+    failed = run_cli(project.root, "publish", "fixture", "--dev")
     elapsed = time.monotonic() - started
     assert failed.returncode == 1
     assert "gave up after" in failed.stderr
@@ -198,21 +198,25 @@ def test_two_publishes_of_one_version_at_once_converge(
 
         def publish(clone: Path, into: dict[Path, Any] = results) -> None:
             env = {"INVOKE_BUILDBOX_CACHE_DIR": str(clone / ".cache")}
-            into[clone] = run_invoke(clone, "publish", "fixture", env=env)
+            into[clone] = run_invoke(clone, "publish", "fixture", "--dev", env=env)
 
         threads = [threading.Thread(target=publish, args=(clone,)) for clone in clones]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        digests = set()
+        digests, tags = set(), set()
         for clone, result in results.items():
             assert result.returncode == 0, f"{clone}: {result.stdout}{result.stderr}"
             line = next(x for x in result.stdout.splitlines() if "published" in x)
-            digests.add(line.rsplit("@", 1)[1])
+            tagged, digest = line.rsplit("@", 1)
+            digests.add(digest)
+            tags.add(tagged.rsplit(":", 1)[1])
         assert len(digests) == 1
-        repository = project.registry.split("/", 1)[1] + "/fixture"
-        assert tag_digest(registry, repository, "v1") in digests
+        # The dev tag (release tags are `invoke release`'s): the same check-then-tag path.
+        [tag] = tags
+        repository = project.registry.split("/", 1)[1] + "/fixture-dev"
+        assert tag_digest(registry, repository, tag) in digests
         untag_all(docker_client, project.registry)
 
 

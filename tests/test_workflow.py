@@ -123,3 +123,92 @@ def test_a_broken_release_record_is_a_clear_error(two_boxes: Path) -> None:
     assert result.returncode == 1
     assert f"{RECORD_FILE} cannot be read" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- the release job apart from untrusted input (issue 26, point 12) ----------------------------
+
+SHA_PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
+
+
+def jobs() -> dict[str, Any]:
+    found: dict[str, Any] = YAML(typ="safe").load(WORKFLOW.read_text())["jobs"]
+    return found
+
+
+def test_every_action_is_pinned_by_commit_with_its_tag_beside_it() -> None:
+    lines = WORKFLOW.read_text().splitlines()
+    uses = [line.strip() for line in lines if line.strip().removeprefix("- ").startswith("uses:")]
+    assert uses
+    for line in uses:
+        action, _, comment = line.removeprefix("- ").removeprefix("uses:").partition("#")
+        assert SHA_PINNED.match(action.strip()), f"not pinned by commit: {line}"
+        assert re.match(r"^ v\d+\.\d+\.\d+$", comment), f"no tag beside the pin: {line}"
+
+
+def test_only_the_release_job_holds_the_oidc_token_and_only_on_a_default_branch_tag() -> None:
+    found = jobs()
+    holders = [
+        name for name, job in found.items() if (job.get("permissions") or {}).get("id-token")
+    ]
+    assert holders == ["release"]
+    assert found["release"]["permissions"]["id-token"] == "write"
+    assert "startsWith(github.ref, 'refs/tags/buildbox/')" in found["release"]["if"]
+    workflow = YAML(typ="safe").load(WORKFLOW.read_text())
+    assert workflow["permissions"] == {"contents": "read"}
+
+
+def test_the_release_job_checks_the_tag_is_on_the_default_branch_before_anything_runs() -> None:
+    steps = jobs()["release"]["steps"]
+    scripts = [step.get("run", "") for step in steps]
+    [check] = [i for i, script in enumerate(scripts) if "merge-base --is-ancestor" in script]
+    assert '"$GITHUB_SHA"' in scripts[check]
+    assert "github.event.repository.default_branch" in str(steps[check].get("env"))
+    first_install = next(i for i, script in enumerate(scripts) if "pip install" in script)
+    assert check < first_install, "nothing from the tag's tree runs before the check"
+    checkout = steps[0]
+    assert checkout["uses"].startswith("actions/checkout@")
+    assert checkout["with"]["persist-credentials"] is False
+    assert checkout["with"]["fetch-depth"] == 0, "the default branch's history is fetched"
+
+
+def test_the_toolkit_is_installed_pinned_and_the_release_job_hashed() -> None:
+    for name, job in jobs().items():
+        for step in job.get("steps", []):
+            script = step.get("run", "")
+            if "pip install" not in script:
+                continue
+            if name == "release":
+                assert "pip install --require-hashes -r requirements-release.txt" in script
+                assert "pip install --no-deps --no-build-isolation --no-index ." in script
+            else:
+                assert "pip install -c constraints.txt ." in script, f"{name}: {script}"
+
+
+def test_registry_credentials_reach_only_the_steps_that_talk_to_the_registry() -> None:
+    release = jobs()["release"]
+    assert "BUILDBOX_REGISTRY_PASSWORD" not in (release.get("env") or {})
+    for step in release["steps"]:
+        if "BUILDBOX_REGISTRY_PASSWORD" in (step.get("env") or {}):
+            assert re.search(r"\binvoke (release|verify-release|audit)\b", step["run"]), step
+
+
+def test_the_hashed_requirements_agree_with_the_constraints() -> None:
+    def pins(path: Path) -> dict[str, str]:
+        found = {}
+        for line in path.read_text().splitlines():
+            if match := re.match(r"^([A-Za-z0-9_.-]+)==([^ ;\\]+)", line):
+                found[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(2)
+        return found
+
+    hashed = pins(REPO / "requirements-release.txt")
+    constrained = pins(REPO / "constraints.txt")
+    text = (REPO / "requirements-release.txt").read_text()
+    assert all(f"{name}==" in text.lower().replace("_", "-") for name in hashed)
+    drifted = {
+        name: (version, constrained.get(name))
+        for name, version in hashed.items()
+        if name != "setuptools" and constrained.get(name) != version
+    }
+    assert not drifted, f"requirements-release.txt and constraints.txt differ: {drifted}"
+    blocks = re.split(r"\n(?=[a-z0-9])", text.split("\n\n", 1)[-1].strip())
+    assert all("--hash=sha256:" in block for block in blocks if "==" in block)

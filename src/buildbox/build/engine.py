@@ -25,6 +25,31 @@ from buildbox.errors import BuildboxError
 #: Every container the toolkit starts carries this label, so that leftovers can be found.
 CONTAINER_LABEL = "dev.buildbox.container"
 
+#: What the docker CLI (buildx, import) may see of the environment: an allow-list, so that a
+#: release job's registry password, GITHUB_TOKEN or OIDC request token never reaches a build
+#: (buildx passes ``--build-arg NAME`` without a value from its own environment).
+ALLOWED_VARIABLES = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TERM", "TMPDIR",
+        "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "SOURCE_DATE_EPOCH", "SSH_AUTH_SOCK",
+        "http_proxy", "https_proxy", "no_proxy", "all_proxy",
+        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+    }
+)  # fmt: skip
+ALLOWED_PREFIXES = ("DOCKER_", "BUILDKIT_", "BUILDX_", "LC_")
+#: Never passed on, even under an allowed prefix (DOCKER_AUTH_CONFIG, BUILDKIT_..._TOKEN, ...).
+SECRET_WORDS = ("TOKEN", "PASSWORD", "PASSWD", "SECRET", "CREDENTIAL", "AUTH", "KEY")
+
+
+def build_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without what a build has no business seeing (see ALLOWED_VARIABLES)."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if (name in ALLOWED_VARIABLES or name.startswith(ALLOWED_PREFIXES))
+        and not any(word in name.upper() for word in SECRET_WORDS)
+    }
+
 
 @dataclass(frozen=True)
 class LocalImage:
@@ -85,12 +110,13 @@ class Engine:
         self._client.close()
 
     def cli_environment(self) -> dict[str, str]:
-        """The environment in which the docker CLI (buildx) talks to this same engine."""
+        """The environment in which the docker CLI (buildx) talks to this same engine: the
+        allowed variables only (no registry secrets or tokens)."""
         return self.cli_environment_for(self.where)
 
     @staticmethod
     def cli_environment_for(where: str) -> dict[str, str]:
-        return {**os.environ, "DOCKER_HOST": where}
+        return {**build_environment(os.environ), "DOCKER_HOST": where}
 
     def __enter__(self) -> Self:
         return self

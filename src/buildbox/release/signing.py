@@ -266,17 +266,61 @@ def _provenance(
         statements = cosign.attestations(image, PROVENANCE_KIND, checks)
     except CosignError as error:
         return Finding(what, False, _why(str(error)))
+    if not statements:
+        return Finding(what, False, "no provenance statement")
+    details = []
     for statement in statements:
-        parameters = statement.get("predicate", {}).get("buildDefinition", {})
-        named = parameters.get("externalParameters", {}).get("source", {})
-        if named.get("uri") != source:
-            detail = f"provenance names the source {named.get('uri')!r}, not {source!r}"
-        elif named.get("digest", {}).get("gitCommit") != commit:
-            found = named.get("digest", {}).get("gitCommit")
-            detail = f"provenance is for revision {found}, the release record says {commit}"
-        else:
+        detail = provenance_mismatch(_object(statement, "predicate"), release, source, commit)
+        if detail is None:
             return Finding(what, True, f"signed; built by {_builder(statement)} from {commit}")
-    return Finding(what, False, detail if statements else "no provenance statement")
+        details.append(detail)
+    return Finding(what, False, details[0])
+
+
+def provenance_mismatch(
+    predicate: dict[str, Any], release: record.Release, source: str, commit: str
+) -> str | None:
+    """How a signed provenance differs from the release record, as one line naming the field
+    and both values; None when it describes this very release. Box, version, inputs digest and
+    every platform's digest are compared too: an old signed digest re-tagged and recorded as a
+    new version has a valid signature, but its provenance names the old version."""
+    definition = _object(predicate, "buildDefinition")
+    external = _object(definition, "externalParameters")
+    internal = _object(definition, "internalParameters")
+    named = _object(external, "source")
+    if named.get("uri") != source:
+        return f"provenance names the source {named.get('uri')!r}, not {source!r}"
+    found = _object(named, "digest").get("gitCommit")
+    if found != commit:
+        return f"provenance is for revision {found}, the release record says {commit}"
+    recorded = {platform: facts.digest for platform, facts in release.platforms.items()}
+    fields: list[tuple[str, Any, Any]] = [
+        ("box", external.get("box"), release.box),
+        ("version", external.get("version"), release.version),
+        ("inputs digest", internal.get("inputsDigest"), release.inputs_digest),
+        ("platform digests", internal.get("platforms"), recorded),
+    ]
+    for field, signed, expected in fields:
+        if signed != expected:
+            return (
+                f"provenance names {field} {_shown(signed)}, the release record says "
+                f"{_shown(expected)}"
+            )
+    return None
+
+
+def _object(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    """``parent[key]`` when it is a JSON object, else empty (a field the statement lacks)."""
+    found = parent.get(key)
+    return found if isinstance(found, dict) else {}
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={item}" for key, item in sorted(value.items()))
+    return str(value)
 
 
 def _builder(statement: dict[str, Any]) -> str:

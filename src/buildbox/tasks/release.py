@@ -111,26 +111,37 @@ def sbom_diff(
     positional=["box"],
     help={
         "box": "The box whose built, verified images (all its platforms) to publish.",
-        "dev": "Push to the mutable dev location <registry>/<box>-dev:<commit> instead.",
+        "dev": "Push to the mutable dev location <registry>/<box>-dev:<commit> (required: "
+        "release tags are written by `invoke release` only).",
     },
 )
 @fails_cleanly
 def publish(ctx: Context, box: str, dev: bool = False) -> None:
-    """Push the images and their SBOMs under the box's immutable release tag (written last).
+    """Push the images built earlier and their SBOMs under the mutable development tag
+    <registry>/<box>-dev:<commit> (--dev). Several platforms are published as one OCI index.
 
-    Several platforms are published as one OCI image index.
+    Release tags are `invoke release`'s alone: it builds from a clean commit, signs, and records.
     """
     from buildbox import local_registry
     from buildbox.build.engine import Engine
     from buildbox.release.publish import publish_box
+    from buildbox.release.record import RECORD_FILE
     from buildbox.source import revision
 
     project, chosen = load(ctx, box)
+    if not dev:
+        # Asked for explicitly, so that a script that meant the release tag fails loudly
+        # rather than getting a dev tag.
+        raise BuildboxError(
+            f"invoke publish writes development tags only (<registry>/{box}-dev:<commit>): add "
+            f"--dev. The release tag {box}:{chosen.release_tag} is written by `invoke release "
+            f"--box={box}` (a clean commit, signed, recorded in {RECORD_FILE})"
+        )
     local_registry.ensure_running(project.settings)
     shown = output.upload_progress(sys.stdout)
     with Engine.connect() as engine:
         published = publish_box(
-            project, chosen, engine=engine, revision=revision(project.settings.root), dev=dev,
+            project, chosen, engine=engine, revision=revision(project.settings.root), dev=True,
             log=shown.line, progress=shown,
         )  # fmt: skip
     state = "published" if published.tagged_now else "already published (unchanged)"
