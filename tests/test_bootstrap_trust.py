@@ -125,7 +125,7 @@ def bootstrapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Bootstrapp
         FakeEngine(),
     )  # fmt: skip
 
-    def mmdebstrap(command: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    def mmdebstrap(command: list[str], what: str, epoch: int | None = None) -> None:
         state.commands.append(command)
         for argument in command:
             if argument.startswith("--customize-hook=upload "):

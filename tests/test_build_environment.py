@@ -4,8 +4,12 @@ reaches a build step."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
+from buildbox.build.bootstrap import run_mmdebstrap
 from buildbox.build.engine import Engine
 
 SECRETS = {
@@ -47,3 +51,22 @@ def test_the_cli_environment_has_no_secrets_or_tokens(monkeypatch: pytest.Monkey
     assert not set(SECRETS.values()) & set(environment.values())
     assert {name: environment.get(name) for name in KEPT} == KEPT
     assert environment["DOCKER_HOST"] == "unix:///run/engine.sock"
+
+
+def test_mmdebstrap_whose_package_scripts_run_as_root_gets_no_secrets(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A real process in mmdebstrap's place writes down the environment it was given.
+    seen = tmp_path / "environment"
+    program = tmp_path / "bin" / "mmdebstrap"
+    program.parent.mkdir()
+    program.write_text(f"#!/bin/sh\nenv > {seen}\n")
+    program.chmod(0o755)
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PATH", f"{program.parent}{os.pathsep}{os.environ['PATH']}")
+    run_mmdebstrap([str(program)], "bootstrap a test base", epoch=1700000001)
+    environment = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
+    leaked = sorted(set(SECRETS) & set(environment))
+    assert not leaked, f"mmdebstrap's environment carries {leaked}"
+    assert environment["SOURCE_DATE_EPOCH"] == "1700000001"

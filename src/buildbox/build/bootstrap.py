@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from buildbox.build.buildkit import docker_cli
-from buildbox.build.engine import Engine, LocalImage
+from buildbox.build.engine import Engine, LocalImage, build_environment
 from buildbox.define.boxes import Box
 from buildbox.define.lock import LockedPackage
 from buildbox.digests import file_sha256
@@ -117,7 +117,7 @@ def bootstrap_base(
              "--customize-hook=" + shlex.join(["upload", str(sources), "/etc/apt/sources.list"]),
              suite, str(rootfs), f"deb [trusted=yes] copy://{repo} ./"],
             f"bootstrap the base of {box.name} ({platform}) from its lock",
-            env={**os.environ, "SOURCE_DATE_EPOCH": str(epoch)},
+            epoch=epoch,
         )  # fmt: skip
         content = "sha256:" + file_sha256(rootfs)
         tarball = bases / f"{content.removeprefix('sha256:')}.tar"
@@ -247,7 +247,12 @@ def deb_arch(platform: str) -> str:
     return {"linux/arm/v7": "armhf", "linux/arm/v6": "armel"}.get(platform, platform.split("/")[1])
 
 
-def run_mmdebstrap(command: list[str], what: str, env: dict[str, str] | None = None) -> None:
+def run_mmdebstrap(command: list[str], what: str, epoch: int | None = None) -> None:
+    """Run mmdebstrap (its maintainer scripts run as root) with no registry secret or token in
+    its environment, and ``SOURCE_DATE_EPOCH`` when the output must be reproducible."""
+    env = build_environment(os.environ)
+    if epoch is not None:
+        env["SOURCE_DATE_EPOCH"] = str(epoch)
     if shutil.which("mmdebstrap") is None:
         raise BuildboxError(
             f"cannot {what}: a bootstrapped base needs mmdebstrap (Debian: apt-get install "
@@ -263,7 +268,13 @@ def run_mmdebstrap(command: list[str], what: str, env: dict[str, str] | None = N
 def _run(command: list[str], cwd: Path, into: Path) -> None:
     with into.open("w") as stream:
         done = subprocess.run(
-            command, cwd=cwd, stdout=stream, stderr=subprocess.PIPE, text=True, check=False
+            command,
+            cwd=cwd,
+            stdout=stream,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            env=build_environment(os.environ),
         )
     if done.returncode != 0:
         raise BuildboxError(f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}")
