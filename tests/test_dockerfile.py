@@ -172,6 +172,18 @@ RULES: list[tuple[str, bool, str | None]] = [
     ("RUN alias get=curl", False, "alias"),
     ("RUN exec 3<>/dev/tcp/example.org/80", False, "/dev/tcp"),
     ("RUN ln -s /usr/bin/curl /usr/local/bin/fetch", False, "'curl' under another name"),
+    ("RUN trap 'curl -O https://example.org/x' EXIT", False, "downloads with 'curl'"),
+    ("RUN /usr/bin/cu?l -O https://example.org/x", False, "which the shell expands"),
+    ("RUN script -qc 'curl -O https://example.org/x' /dev/null", True, "downloads with 'curl'"),
+    ("RUN echo 'curl -O https://example.org/x' | sh /dev/stdin", False, "standard input"),
+    ("RUN make -f - <<EOF\nall:\n\tcurl -O https://example.org/x\nEOF", True, "'curl'"),
+    ("RUN git config --global alias.get '!curl' && git get", True, "git alias"),
+    ("RUN awk 'BEGIN { system(\"curl -O https://example.org/x\") }'", True, "awk program"),
+    ("RUN sed -i 's/^/curl /e' /urls", True, "sed program"),
+    # A script written in the Dockerfile is read as the RUN that runs it would be.
+    ("RUN cat > /get.sh <<'EOF'\ncurl -O https://example.org/x\nEOF", True, "'curl'"),
+    ("COPY <<EOF /usr/local/bin/get.sh\ncurl -O https://example.org/x\nEOF", True, "'curl'"),
+    ("COPY <<EOF /usr/local/bin/get\n#!/bin/sh\nwget https://example.org/x\nEOF", True, "'wget'"),
     # Language package managers' download verbs.
     ("RUN npm ci", True, "downloads with 'npm ci'"),
     ("RUN yarn add left-pad", True, "downloads with 'yarn add'"),
@@ -257,7 +269,7 @@ RULES: list[tuple[str, bool, str | None]] = [
     ("RUN bash -o pipefail -c 'ls /usr/bin | sort'", True, None),
     ("RUN <<EOF\nset -eux\nmake -C /src\nEOF", True, None),
     ("RUN cat <<EOF > /etc/motd\nfetch with curl https://example.org\nEOF", True, None),
-    ("COPY <<EOF /etc/profile.d/x.sh\ncurl https://example.org/x\nEOF", True, None),
+    ("COPY <<EOF /etc/motd\ncurl https://example.org/x\nEOF", True, None),
     ("RUN <<EOF bash -ex\nmake\nEOF", True, None),
     ("RUN python3 -m venv /opt/venv && python3 -m compileall -q /opt", True, None),
     ("RUN python3 --version && pip3 --version && pip3 list", True, None),
@@ -285,6 +297,9 @@ RULES: list[tuple[str, bool, str | None]] = [
     ("RUN ln -s /usr/bin/python3 /usr/local/bin/python", True, None),
     ("HEALTHCHECK CMD curl -f http://localhost/ || exit 1", True, None),
     ("ONBUILD COPY . /src", True, None),
+    ("RUN awk '{ print $1 }' /etc/os-release && sed -i 's/a/b/g' /etc/motd", True, None),
+    ("RUN perl -pi -e 's/a/b/g' /etc/motd", True, None),
+    ("RUN trap 'rm -rf /tmp/build' EXIT && make", True, None),
 ]
 
 
@@ -299,3 +314,17 @@ def test_the_dockerfile_rule(tmp_path: Path, text: str, network: bool, refused: 
     line = 1 if directive else 4
     assert any(refused in p for p in found), found
     assert all(p.startswith(f"Dockerfile:{line}: ") for p in found), found
+
+
+def test_the_box_s_own_shell_scripts_are_read_like_its_run_lines(tmp_path: Path) -> None:
+    (tmp_path / "vault.sh").write_text("#!/bin/sh\nset -eu\nsed -i -e 's|a|b|' /etc/x.repo\n")
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "get").write_text("#!/usr/bin/env bash\nset -e\n\ncurl -O https://x\n")
+    (tmp_path / "notes.txt").write_text("curl -O https://example.org/x\n")  # not a script
+    text = GOOD + "COPY tools/get /get\nRUN /get\n"
+    assert problems(tmp_path, text) == [
+        (
+            "tools/get:4: script: downloads with 'curl'; a box takes every download from "
+            "shared/components.yaml, fetched and verified by the toolkit"
+        )
+    ]

@@ -15,10 +15,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, cast
 
 from dockerfile_parse import DockerfileParser
@@ -121,7 +122,16 @@ _CARGO_BUILDS = _names(
 
 # Shell words before a command, for the fallback reading.
 _RESERVED = _names("if then else elif fi do done while until ! [[ ]] time coproc esac")
+# Text tools whose programs can run commands, and what in a program does.
+_EDITORS: dict[str, re.Pattern[str]] = {
+    **dict.fromkeys(("awk", "gawk", "mawk", "nawk"), re.compile(r"system|getline|\|\s*\"|/inet")),
+    "sed": re.compile(r"(^|[;\n}])\s*e\b|s(.).*\2.*\2[gpIiMmw0-9]*e"),
+}
+# `case WORD in` and a case pattern (x86_64), a|b), *)), which are not commands.
+_CASE = re.compile(r"\bcase\s.*?\sin\b")
+_CASE_PATTERN = re.compile(r"(?:^|(?<=;;)|(?<=\bin))\s*\(?[^\s;()|]+(?:\|[^\s;()|]+)*\)")
 _SHELLS = _names("sh bash dash ash zsh ksh mksh yash posh")
+_SHEBANG = re.compile(r"^#!\s*(\S*/)?(env\s+(-\S+\s+)*)?(sh|bash|dash|ash|zsh|ksh|mksh)\b")
 # Interpreters and the options that take their code inline.
 _CODE_OPTIONS: dict[str, frozenset[str]] = {
     "python": _names("-c"),
@@ -217,6 +227,14 @@ _WRAPPERS: dict[str, _Wrapper] = {
         _long("mount uts ipc net pid user cgroup time fork map-root-user kill-child mount-proc"),
         _long("setuid setgid propagation wd root"),
     ),
+    "script": _Wrapper(
+        "aefqk",
+        "ETOIBm",
+        _long("append return flush force quiet"),
+        _long("echo timing log-out log-in log-io logging-format"),
+        script="c",
+        runs_operands=False,
+    ),
     "fakeroot": _Wrapper("", "is", _long("unknown-is-real"), _long("lib faked")),
     "busybox": _Wrapper("", "", _long("list list-full install help")),
     "toybox": _Wrapper("", "", _long("help version")),
@@ -238,7 +256,7 @@ def check_dockerfile(path: Path, shown: str, *, network: bool) -> list[Problem]:
         content = path.read_bytes()
     except OSError as error:
         return [Problem(shown, None, "", f"cannot be read: {error}")]
-    problems = _directive_problems(content.decode("utf-8", "replace"), shown)
+    problems = _directive_problems(content.decode("utf-8-sig", "replace"), shown)
     stages: list[str] = []
     uses_base = False
     for instruction in _instructions(content, shown, problems):
@@ -252,6 +270,7 @@ def check_dockerfile(path: Path, shown: str, *, network: bool) -> list[Problem]:
         )
         if instruction.kind == "FROM":
             stages.append(named)
+    problems.extend(_box_script_problems(path.parent, PurePosixPath(shown).parent, network))
     if not uses_base:
         problems.append(
             Problem(
@@ -262,6 +281,25 @@ def check_dockerfile(path: Path, shown: str, *, network: bool) -> list[Problem]:
                 f"base image as the build argument {BASE_ARG} (declare `ARG {BASE_ARG}` first)",
             )
         )
+    return problems
+
+
+def _box_script_problems(directory: Path, shown: PurePosixPath, network: bool) -> list[Problem]:
+    """The box's own shell scripts, read like its RUN lines: `COPY get.sh` and `RUN sh /get.sh`
+    must not carry a download past the rule. Symbolic links are not followed."""
+    problems: list[Problem] = []
+    for root, _, names in sorted(os.walk(directory)):
+        for name in sorted(names):
+            file = Path(root, name)
+            if file.is_symlink() or not file.is_file():
+                continue
+            text = file.read_bytes().decode("utf-8", "replace")
+            if name != "Dockerfile" and _is_shell_script(text, name):
+                where = str(shown / file.relative_to(directory).as_posix())
+                problems.extend(
+                    Problem(where, line, "script", message)
+                    for line, message in dict.fromkeys(_script_lines(text, network, 0))
+                )
     return problems
 
 
@@ -387,6 +425,12 @@ def _instruction_problems(
                     "or COPY a file of the box directory by its name"
                 )
     if kind in {"COPY", "ADD"}:
+        destination = _flags_and_args(value)[1][-1:] or [""]
+        for delimiter, body in instruction.heredocs:
+            if _is_shell_script(body, delimiter.strip("'\"")) or _is_shell_script(
+                body, destination[0]
+            ):
+                found.extend(_script(body, network, 0))  # a script a later RUN may run
         copied = _from_flag(value)
         if copied and not _is_stage(copied, stages) and not is_pinned(copied):
             found.append(
@@ -430,7 +474,7 @@ def _run_problems(instruction: _Instruction, stages: list[str], network: bool) -
         ends = "".join(body + delimiter + "\n" for delimiter, body in instruction.heredocs)
         script = command + "\n" + ends
         found.extend(_script(script, network, 0))
-    return [message for message in found if message]
+    return list(dict.fromkeys(message for message in found if message))
 
 
 def _run_flags(value: str) -> tuple[list[str], str]:
@@ -493,22 +537,30 @@ def _script_file(body: str, network: bool) -> list[str]:
 
 def _script(script: str, network: bool, depth: int) -> list[str]:
     """What a shell script runs that the rule refuses."""
+    return [message for _, message in _script_lines(script, network, depth)]
+
+
+def _script_lines(script: str, network: bool, depth: int) -> list[tuple[int, str]]:
+    """What a shell script runs that the rule refuses, each with its line in the script."""
     import bashlex  # here: only check reads Dockerfiles
 
     if depth > 8:
-        return ["nests shells too deep to check; write the commands out"]
-    found: list[str] = []
-    if re.search(r"/dev/(tcp|udp)/", script):
-        found.append("opens a connection through /dev/tcp or /dev/udp; " + _TO_COMPONENTS)
+        return [(1, "nests shells too deep to check; write the commands out")]
+    found: list[tuple[int, str]] = []
+    if match := re.search(r"/dev/(tcp|udp)/", script):
+        line = script.count("\n", 0, match.start()) + 1
+        found.append((line, f"opens a connection through /dev/tcp or /dev/udp; {_TO_COMPONENTS}"))
     try:
         trees = bashlex.parse(script)
     except Exception:  # noqa: BLE001  # bashlex raises anything on shell it lacks: case, [[, $((
         return found + _fallback(script, network, depth)
+    messages: list[str] = []
 
     class Commands(bashlex.ast.nodevisitor):  # type: ignore[misc]
         def visitcommand(self, node: Any, parts: list[Any]) -> None:
             words = [part.word for part in parts if part.kind in {"word", "assignment"}]
             stdin: str | None = None
+            targets = [w for w in words[1:] if not w.startswith("-")]
             for part in parts:
                 if part.kind != "redirect":
                     continue
@@ -516,31 +568,48 @@ def _script(script: str, network: bool, depth: int) -> list[str]:
                     stdin = part.heredoc.value.rpartition("\n")[0] + "\n"
                     # An unquoted here-document expands $(...) and `...`: read it as a script.
                     if not re.search(r"['\"\\]", part.output.word) and re.search(r"\$\(|`", stdin):
-                        found.extend(_script(stdin, network, depth + 1))
+                        messages.extend(_script(stdin, network, depth + 1))
                 elif part.type == "<<<":
                     stdin = part.output.word
                 elif part.type == "<":
                     stdin = ""  # a file: what runs it is seen, its content is not
-            found.extend(_command(words, stdin, network, depth))
+                elif isinstance(part.output, bashlex.ast.node):
+                    targets.append(part.output.word)
+            # A script written here (cat > /x.sh <<EOF) is read as what later runs it would.
+            if stdin and any(_is_shell_script(stdin, target) for target in targets):
+                messages.extend(_script(stdin, network, depth + 1))
+            messages.extend(_command(words, stdin, network, depth))
 
     for tree in trees:
         Commands().visit(tree)
+        line = script.count("\n", 0, tree.pos[0]) + 1
+        found.extend((line, message) for message in messages)
+        messages.clear()
     return found
 
 
-def _fallback(script: str, network: bool, depth: int) -> list[str]:
+def _is_shell_script(text: str, name: str) -> bool:
+    """A file a shell would run: named *.sh, or starting with a shell's #! line."""
+    first = text.partition("\n")[0]
+    return name.endswith(".sh") or _SHEBANG.match(first) is not None
+
+
+def _fallback(script: str, network: bool, depth: int) -> list[tuple[int, str]]:
     """Shell bashlex cannot parse, read conservatively: split at every operator and bracket,
     quotes or not, so a command anywhere in it is seen (and a string may be taken for one)."""
-    found: list[str] = []
-    for segment in re.split(r"\$\(|<\(|>\(|[`;&|(){}\n]", script):
-        try:
-            words = shlex.split(segment, comments=True)
-        except ValueError:
-            words = segment.split()
-        while words and words[0] in _RESERVED:
-            words = words[1:]
-        if words and words[0] not in {"for", "case", "select", "in"}:  # their words are data
-            found.extend(_command(words, None, network, depth))
+    found: list[tuple[int, str]] = []
+    for line, text in enumerate(script.split("\n"), 1):
+        for segment in re.split(
+            r"\$\(|<\(|>\(|[`;&|(){}]", _CASE_PATTERN.sub(" ", _CASE.sub(";;", text))
+        ):
+            try:
+                words = shlex.split(segment, comments=True)
+            except ValueError:
+                words = segment.split()
+            while words and words[0] in _RESERVED:
+                words = words[1:]
+            if words and words[0] not in {"for", "case", "select", "in"}:  # their words are data
+                found.extend((line, message) for message in _command(words, None, network, depth))
     return found
 
 
@@ -560,12 +629,21 @@ def _command(words: list[str], stdin: str | None, network: bool, depth: int) -> 
                 f"substitution; {_TO_LITERAL}"
             )
         ]
+    if name not in {"[", "[["} and any(letter in name for letter in "*?[{"):
+        return [f"runs a command named {name!r}, which the shell expands; {_TO_LITERAL}"]
     base = name.rsplit("/", 1)[-1]
     family = match.group(1) if (match := _VERSIONED.match(base)) else base
     family = "python" if family == "pypy" else family
     arguments = words[1:]
     if base == "eval":
-        return [f"runs `eval`, whose commands are put together at run time; {_TO_LITERAL}s"]
+        return [
+            (
+                "runs `eval`, whose commands are put together at run time and cannot be checked; "
+                "write the commands out"
+            )
+        ]
+    if base == "trap":  # trap 'commands' SIGNAL...
+        return _script(arguments[0], network, depth + 1) if arguments[1:] else []
     if base == "alias":
         return ["defines an alias, which hides the command it runs; call the command by name"]
     if base == "command":
@@ -582,6 +660,11 @@ def _command(words: list[str], stdin: str | None, network: bool, depth: int) -> 
         return _interpreter(base, family, arguments, stdin, network)
     if base in {"ln", "cp", "mv", "install"}:
         return _renames(arguments)
+    if network and family in _EDITORS:
+        return _editor(base, family, arguments)
+    if base == "make" and stdin and _option_value(arguments, "-f") in {"-", "/dev/stdin"}:
+        recipes = "".join(line[1:] + "\n" for line in stdin.splitlines() if line[:1] == "\t")
+        return _script(recipes, network, depth + 1)
     return _tool(base, family, arguments, network, assignments)
 
 
@@ -697,7 +780,7 @@ def _shell(
         if not words:
             return []
         return _script(words[0], network, depth + 1)
-    if words and not reads_stdin:
+    if words and not reads_stdin and not words[0].startswith(("/dev/", "/proc/")):
         return []  # runs a file: the toolkit's installers, a box's own script
     if stdin is None:
         return [
@@ -756,6 +839,27 @@ def _python_module(base: str, module: str, words: list[str], network: bool) -> l
         return [f.replace(f"'{module} ", f"'{base} -m {module} ", 1) for f in found]
     if module == "venv" and "--upgrade-deps" in words:
         return [f"downloads with '{base} -m venv --upgrade-deps'; {_TO_COMPONENTS}"]
+    return []
+
+
+def _option_value(arguments: list[str], option: str) -> str | None:
+    index = arguments.index(option) if option in arguments else -1
+    return arguments[index + 1] if 0 <= index < len(arguments) - 1 else None
+
+
+def _editor(base: str, family: str, arguments: list[str]) -> list[str]:
+    """awk and sed programs that run commands (system(), getline from a command, sed's e)."""
+    programs = [w for w in arguments if not w.startswith("-")][:1]
+    programs += [
+        arguments[i + 1] for i, w in enumerate(arguments[:-1]) if w in {"-e", "--expression"}
+    ]
+    if any(_EDITORS[family].search(program) for program in programs):
+        return [
+            (
+                f"runs commands from a {base} program, in a box that builds with the network; "
+                "run them as commands of the RUN line, where the check reads them"
+            )
+        ]
     return []
 
 
@@ -833,9 +937,9 @@ def _may_download(what: str, instead: str) -> str:
 
 def _git(arguments: list[str]) -> list[str]:
     verbs = _verbs(arguments)
-    for index, word in enumerate(arguments):
-        if word == "-c" and index + 1 < len(arguments) and "alias." in arguments[index + 1]:
-            return ["sets a git alias, which hides the command it runs; call git plainly"]
+    configured = _option_value(arguments, "-c") or ""
+    if "alias." in configured or (verbs[:1] == ["config"] and any("alias." in w for w in verbs)):
+        return ["sets a git alias, which hides the command it runs; call git plainly"]
     if not verbs:
         return []
     verb = verbs[0]
@@ -864,10 +968,10 @@ def _go(verbs: list[str], arguments: list[str], network: bool, assignments: list
 
 
 def _packages(base: str, verbs: list[str], arguments: list[str], network: bool) -> list[str]:
-    action = verbs[0] if verbs else ""
-    url = next((w for w in verbs[1:] if "://" in w), None)
-    if url is not None or (base == "rpm" and any("://" in w for w in verbs)):
-        return [_downloads(f"{base} {action} {url}".strip())]
+    url = next((w for w in verbs if "://" in w), None)
+    action = verbs[0] if verbs and verbs[0] != url else ""
+    if url is not None:
+        return [_downloads(" ".join(w for w in (base, action, url) if w))]
     unsigned = next((w for w in arguments if w in _NO_SIGNATURE or _unsigned_option(w)), None)
     if unsigned is not None:
         return [
