@@ -226,6 +226,12 @@ RULES: list[tuple[str, bool, str | None]] = [
     ("#syntax = docker/dockerfile:1.7@sha256:abc", False, "syntax"),
     ('SHELL ["python3", "-c"]', False, "SHELL"),
     ("ONBUILD RUN curl -O https://example.org/x", False, "downloads with 'curl'"),
+    # Lines as BuildKit joins them: an empty line inside a continuation, one left open at the
+    # end, a here-document whose end is written \EOF.
+    ("RUN true && \\\n\nenv curl -O https://example.org/x", True, "downloads with 'curl'"),
+    ("RUN true && \\\n  curl -O https://example.org/x \\", True, "downloads with 'curl'"),
+    ("RUN bash <<\\EOF\nenv curl -O https://example.org/x\nEOF", True, "'curl'"),
+    ("RUN bash <<E'O'F\nenv wget https://example.org/x\nEOF", True, "'wget'"),
     # Forms bashlex cannot parse are read conservatively.
     ('RUN case "$(uname -m)" in x86_64) curl -O https://example.org/x ;; esac', True, "'curl'"),
     ('RUN [[ -f /x ]] || eval "$CMD"', False, "eval"),

@@ -1,11 +1,11 @@
 """Static rules for a box's Dockerfile: it installs verified artifacts and downloads nothing.
 
 The rules read what the builder and the shell would run, not words in the text: instructions
-with dockerfile-parse (here-document bodies taken as BuildKit takes them), RUN scripts with
-bashlex, and the script a wrapper or a shell runs (``sudo``, ``sh -ec '...'``, ``busybox sh``,
-a here-document fed to ``bash``) in turn. What decides a command's name at run time (a variable,
-a command substitution, ``eval``, a shell reading a pipe) cannot be checked and is refused in
-every box. A box with ``network: true`` builds with the host's network, so there this rule is
+as BuildKit splits them (continuations, here-documents), RUN scripts with bashlex, and the
+script a wrapper or a shell runs (``sudo``, ``sh -ec '...'``, ``busybox sh``, a here-document
+fed to ``bash``, the box's own ``*.sh``) in turn. What decides a command's name at run time (a
+variable, a command substitution, ``eval``, a shell reading a pipe) cannot be checked and is
+refused in every box. A box with ``network: true`` builds with the host's network, so there this rule is
 the only guard: code in other languages (``python3 -c``) and builds that fetch their own
 dependencies (``cargo build``, ``go build``) are refused there too.
 """
@@ -13,16 +13,13 @@ dependencies (``cargo build``, ``go build``) are refused there too.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, cast
-
-from dockerfile_parse import DockerfileParser
+from typing import Any, cast
 
 from buildbox.errors import Problem
 from buildbox.oci.refs import is_pinned
@@ -45,9 +42,11 @@ _INSTRUCTIONS = _names(
 _SYNTAX = re.compile(r"^\s*(?:#|//)\s*syntax\s*=\s*(\S*)", re.IGNORECASE | re.MULTILINE)
 _ESCAPE = re.compile(r"^\s*#\s*escape\s*=\s*(\S*)", re.IGNORECASE | re.MULTILINE)
 # A word as BuildKit splits an instruction to find here-documents: quotes kept, so "<<EOF" and
-# 'a <<EOF' are not markers. A marker is a word of its own: [fd]<<[-]NAME, NAME maybe quoted.
+# 'a <<EOF' are not markers. A marker is a word of its own: [fd]<<[-]NAME, NAME maybe quoted
+# ('EOF', \EOF, E"O"F all end at a line EOF).
+_CONTINUED = re.compile(r"\\[ \t]*$")
 _WORD = re.compile(r"""(?:'[^']*'|"(?:\\.|[^"\\])*"|\\.|[^\s'"\\])+""")
-_HEREDOC = re.compile(r"""^\d*<<(-?)(['"]?)([A-Za-z0-9_.-]+)\2$""")
+_HEREDOC = re.compile(r"^\d*<<(-?)([^<]+)$")
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*://|git@|github\.com/)", re.IGNORECASE)
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 # Names that run a versioned interpreter or installer: python3.11, pip3.11, pypy3, easy_install-3.
@@ -332,24 +331,34 @@ def _directive_problems(text: str, shown: str) -> list[Problem]:
 
 
 def _instructions(content: bytes, shown: str, problems: list[Problem]) -> list[_Instruction]:
-    """The instructions, each RUN, COPY and ADD with its here-documents' bodies.
+    """The instructions, as BuildKit reads them, each RUN, COPY and ADD with its here-documents.
 
-    dockerfile-parse does not know here-documents, so their lines come back as instructions of
-    their own: the bodies are read from the file's lines as BuildKit reads them, and those lines
-    skipped. A line that is no instruction is refused, so a here-document this misses is refused
-    rather than passed over.
+    Read here rather than with dockerfile-parse, which knows no here-documents, ends a
+    continuation at an empty line and drops one left open at the end of the file: each of
+    those let a command reach the builder that the check never saw. A line that is no
+    instruction is refused, so anything read differently is refused rather than passed over.
     """
-    # The stubs say IO[str], but dockerfile-parse reads its file object in bytes and decodes it.
-    parsed = DockerfileParser(
-        fileobj=cast("IO[str]", io.BytesIO(content)), env_replace=False
-    ).structure
-    lines = content.decode("utf-8", "replace").splitlines()
+    lines = [line.rstrip("\r") for line in content.decode("utf-8-sig", "replace").split("\n")]
     instructions: list[_Instruction] = []
-    skip_to = -1
-    for entry in parsed:
-        start, kind, value = entry["startline"], entry["instruction"], entry["value"]
-        if kind == "COMMENT" or start <= skip_to:
+    at = 0
+    while at < len(lines):
+        start, text = at, lines[at]
+        at += 1
+        if not text.strip() or text.lstrip().startswith("#"):
             continue
+        parts = []
+        while match := _CONTINUED.search(text):
+            parts.append(text[: match.start()])
+            # Empty and comment lines inside a continuation are skipped, as BuildKit does.
+            while at < len(lines) and (not lines[at].strip() or lines[at].lstrip()[:1] == "#"):
+                at += 1
+            if at == len(lines):
+                text = ""
+                break
+            text, at = lines[at], at + 1
+        logical = "".join([*parts, text]).strip()
+        kind, value = [*logical.split(None, 1), ""][:2]
+        kind = kind.upper()
         if kind not in _INSTRUCTIONS:
             problems.append(
                 Problem(
@@ -362,11 +371,11 @@ def _instructions(content: bytes, shown: str, problems: list[Problem]) -> list[_
             )
             continue
         heredocs: list[tuple[str, str]] = []
-        inner = value.split(None, 1)[0].upper() if kind == "ONBUILD" and value.strip() else kind
+        inner = (value.split(None, 1) or [""])[0].upper() if kind == "ONBUILD" else kind
         if inner in {"RUN", "COPY", "ADD"}:
-            at = entry["endline"] + 1
             for marker in (m for m in _WORD.findall(value) if _HEREDOC.match(m)):
-                strip_tabs, quote, name = cast("re.Match[str]", _HEREDOC.match(marker)).groups()
+                strip_tabs, delimiter = cast("re.Match[str]", _HEREDOC.match(marker)).groups()
+                name = "".join(_split(delimiter))
                 body: list[str] = []
                 while (
                     at < len(lines)
@@ -374,14 +383,13 @@ def _instructions(content: bytes, shown: str, problems: list[Problem]) -> list[_
                 ):
                     body.append(lines[at])
                     at += 1
-                if at >= len(lines):
+                if at == len(lines):
                     problems.append(
                         Problem(shown, start + 1, kind, f"the here-document {name} never ends")
                     )
                     break
-                heredocs.append((f"{quote}{name}{quote}", "".join(f"{line}\n" for line in body)))
+                heredocs.append((delimiter, "".join(f"{line}\n" for line in body)))
                 at += 1
-            skip_to = at - 1
         instructions.append(_Instruction(start + 1, kind, value, tuple(heredocs)))
     return instructions
 
@@ -427,7 +435,7 @@ def _instruction_problems(
     if kind in {"COPY", "ADD"}:
         destination = _flags_and_args(value)[1][-1:] or [""]
         for delimiter, body in instruction.heredocs:
-            if _is_shell_script(body, delimiter.strip("'\"")) or _is_shell_script(
+            if _is_shell_script(body, "".join(_split(delimiter))) or _is_shell_script(
                 body, destination[0]
             ):
                 found.extend(_script(body, network, 0))  # a script a later RUN may run
