@@ -5,9 +5,9 @@ as BuildKit splits them (continuations, here-documents), RUN scripts with bashle
 script a wrapper or a shell runs (``sudo``, ``sh -ec '...'``, ``busybox sh``, a here-document
 fed to ``bash``, the box's own ``*.sh``) in turn. What decides a command's name at run time (a
 variable, a command substitution, ``eval``, a shell reading a pipe) cannot be checked and is
-refused in every box. A box with ``network: true`` builds with the host's network, so there this rule is
-the only guard: code in other languages (``python3 -c``) and builds that fetch their own
-dependencies (``cargo build``, ``go build``) are refused there too.
+refused in every box. A box with ``network: true`` builds with the host's network, so there
+this rule is the only guard: code in other languages (``python3 -c``) and builds that fetch
+their own dependencies (``cargo build``, ``go build``) are refused there too.
 """
 
 from __future__ import annotations
