@@ -46,7 +46,7 @@ _ESCAPE = re.compile(r"^\s*#\s*escape\s*=\s*(\S*)", re.IGNORECASE | re.MULTILINE
 # ('EOF', \EOF, E"O"F all end at a line EOF).
 _CONTINUED = re.compile(r"\\[ \t]*$")
 _WORD = re.compile(r"""(?:'[^']*'|"(?:\\.|[^"\\])*"|\\.|[^\s'"\\])+""")
-_HEREDOC = re.compile(r"^\d*<<(-?)([^<]+)$")
+_HEREDOC = re.compile(r"^\d*<<(-?)([^<\s]+)$")
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*://|git@|github\.com/)", re.IGNORECASE)
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 # Names that run a versioned interpreter or installer: python3.11, pip3.11, pypy3, easy_install-3.
@@ -259,16 +259,14 @@ def check_dockerfile(path: Path, shown: str, *, network: bool) -> list[Problem]:
     stages: list[str] = []
     uses_base = False
     for instruction in _instructions(content, shown, problems):
-        if instruction.kind == "FROM":
-            image, stage = _from_parts(instruction.value)
-            uses_base = uses_base or image in _BASE_FORMS
-            named = (stage or "").lower()
         problems.extend(
             Problem(shown, instruction.line, kind, message)
             for kind, message in _instruction_problems(instruction, stages, network)
         )
         if instruction.kind == "FROM":
-            stages.append(named)
+            image, stage = _from_parts(instruction.value)
+            uses_base = uses_base or image in _BASE_FORMS
+            stages.append((stage or "").lower())  # unnamed: '', found by its index only
     problems.extend(_box_script_problems(path.parent, PurePosixPath(shown).parent, network))
     if not uses_base:
         problems.append(
@@ -433,11 +431,10 @@ def _instruction_problems(
                     "or COPY a file of the box directory by its name"
                 )
     if kind in {"COPY", "ADD"}:
-        destination = _flags_and_args(value)[1][-1:] or [""]
+        destination = (_flags_and_args(value)[1] or [""])[-1]
         for delimiter, body in instruction.heredocs:
-            if _is_shell_script(body, "".join(_split(delimiter))) or _is_shell_script(
-                body, destination[0]
-            ):
+            names = ("".join(_split(delimiter)), destination)
+            if any(_is_shell_script(body, name) for name in names):
                 found.extend(_script(body, network, 0))  # a script a later RUN may run
         copied = _from_flag(value)
         if copied and not _is_stage(copied, stages) and not is_pinned(copied):
