@@ -124,7 +124,11 @@ _RESERVED = _names("if then else elif fi do done while until ! [[ ]] time coproc
 # Text tools whose programs can run commands, and what in a program does.
 _EDITORS: dict[str, re.Pattern[str]] = {
     **dict.fromkeys(("awk", "gawk", "mawk", "nawk"), re.compile(r"system|getline|\|\s*\"|/inet")),
-    "sed": re.compile(r"(^|[;\n}])\s*e\b|s(.).*\2.*\2[gpIiMmw0-9]*e"),
+    # sed's e command, or an s command with the e flag (s/x/y/e), at the start of an expression.
+    "sed": re.compile(
+        r"(^|[;\n}])\s*((\d+|\$|/[^/]*/)\s*)?e(\s|;|$)"
+        r"|(^|[;\n}])\s*s([^\w\s\\])((?!\6).|\\.)*\6((?!\6).|\\.)*\6[gpIiMmw0-9]*e"
+    ),
 }
 # `case WORD in` and a case pattern (x86_64), a|b), *)), which are not commands.
 _CASE = re.compile(r"\bcase\s.*?\sin\b")
