@@ -306,8 +306,10 @@ RULES: list[tuple[str, bool, str | None]] = [
     ("RUN awk '{ print $1 }' /etc/os-release && sed -i 's/a/b/g' /etc/motd", True, None),
     ("RUN perl -pi -e 's/a/b/g' /etc/motd", True, None),
     (
-        "RUN sed -i -e 's|^mirrorlist=|#mirrorlist=|' -e "
-        "'s|^#\\?baseurl=http://mirror.centos.org|baseurl=http://vault.centos.org|' /etc/x.repo",
+        (
+            "RUN sed -i -e 's|^mirrorlist=|#mirrorlist=|' -e "
+            "'s|^#\\?baseurl=http://mirror.centos.org|baseurl=http://vault.centos.org|' /etc/x.repo"
+        ),
         True,
         None,
     ),
