@@ -27,7 +27,7 @@ import requests
 from buildbox.digests import digest_of
 from buildbox.errors import BuildboxError
 from buildbox.http import DEFAULT_RETRIES, RetryPolicy
-from buildbox.oci.credentials import Credentials, credentials_for
+from buildbox.oci.credentials import Credentials, credentials_for, publishing_host
 from buildbox.oci.documents import MANIFEST_ACCEPT, OCI_INDEX
 from buildbox.oci.refs import Reference
 from buildbox.oci.transport import RegistryError, TransientError, Transport
@@ -337,17 +337,17 @@ def _opened(source: Path | bytes) -> Iterator[IO[bytes]]:
 
 
 def open_registry(where: str | Reference, settings: Settings) -> Registry:
-    """The client for the registry of ``where`` (a host or a reference): its credentials, and
+    """The client for the registry of ``where`` (a host or a reference): its own credentials, and
     retrying and uploading as the settings say (buildbox.registry_*); the CA bundle applies to
     the publishing registry only."""
     host = where.host if isinstance(where, Reference) else where
-    ca_bundle = registry_ca_bundle(settings) if host == settings.registry.split("/")[0] else None
+    ca_bundle = registry_ca_bundle(settings) if host == publishing_host(settings) else None
     policy = RetryPolicy(
         settings.registry_attempts, settings.registry_time_limit, settings.registry_backoff
     )
     return Registry(
         host,
-        credentials_for(host),
+        credentials_for(host, settings),
         policy=policy,
         chunk_size=settings.registry_chunk_mib * 1024 * 1024,
         ca_bundle=ca_bundle,
