@@ -4,7 +4,7 @@ receives, and documents served under a digest they do not hash to (a tampered mi
 
 It speaks the distribution API's read side only: ``GET``/``HEAD`` of manifests and blobs by tag
 or digest, behind a bearer challenge; any token the service issued is accepted, anonymous ones
-too (as public images are served).
+too (as public images are served) unless ``anonymous`` is off.
 """
 
 from __future__ import annotations
@@ -38,10 +38,12 @@ class RecordingRegistry:
     for a token (default: itself, ``127.0.0.1:<port>``; ``localhost:<port>`` is the same server
     under another host name)."""
 
-    def __init__(self, realm_host: str | None = None) -> None:
+    def __init__(self, realm_host: str | None = None, *, anonymous: bool = True) -> None:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.realm_host = realm_host or self.host
+        #: Whether the token service gives a token to a request without credentials.
+        self.anonymous = anonymous
         #: repository -> reference (tag or digest) -> what is served.
         self.documents: dict[str, dict[str, Served]] = {}
         #: The Authorization header of every token request ("" when it had none).
@@ -97,7 +99,11 @@ class RecordingRegistry:
 
             def do_GET(self) -> None:
                 if self.path.startswith("/token"):
-                    outer.token_requests.append(self.headers.get("Authorization", ""))
+                    authorization = self.headers.get("Authorization", "")
+                    outer.token_requests.append(authorization)
+                    if not (authorization or outer.anonymous):
+                        self._send(401, b"{}", {})
+                        return
                     self._send(200, json.dumps({"token": TOKEN}).encode(), {})
                     return
                 self._serve(with_body=True)

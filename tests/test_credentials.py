@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from buildbox.build.build import platform_base
+from buildbox.errors import BuildboxError
 from buildbox.oci.documents import OCI_INDEX, OCI_MANIFEST
 from buildbox.oci.registry import open_registry
 from buildbox.oci.transport import may_receive_credentials
@@ -56,6 +57,23 @@ def test_a_token_service_on_another_host_never_receives_the_password(tmp_path: P
     assert found is not None, "public content still reads with an anonymous token"
     assert registry.token_requests, "the token service was asked"
     assert not carries_secret(registry.received), registry.received
+
+
+def test_a_refusal_then_says_the_credentials_were_kept_back(tmp_path: Path) -> None:
+    with RecordingRegistry(anonymous=False) as registry:
+        registry.realm_host = f"localhost:{registry.port}"
+        settings = settings_for(tmp_path, f"{registry.host}/buildbox")
+        with (
+            open_registry(registry.host, settings) as client,
+            pytest.raises(BuildboxError) as caught,
+        ):
+            client.get_manifest("buildbox/box", "v1")
+    assert str(caught.value) == (
+        f"the token service of {registry.host} refused anonymous access (HTTP 401): its token "
+        f"service http://localhost:{registry.port}/token is not on {registry.host} over https, "
+        "so buildbox did not send it the credentials (they go to their own host only)"
+    )
+    assert not carries_secret(registry.received)
 
 
 def test_the_publishing_registry_own_token_service_gets_them(tmp_path: Path) -> None:

@@ -135,6 +135,13 @@ class Auth:
         pair = f"{self.credentials.username}:{self.credentials.password}".encode()
         return "Basic " + base64.b64encode(pair).decode()
 
+    def kept_back(self) -> str:
+        """Why the token service was asked without the credentials."""
+        return (
+            f"its token service {self.withheld} is not on {self.host} over https, so buildbox "
+            "did not send it the credentials (they go to their own host only)"
+        )
+
     def _token(self, fields: dict[str, str], scope: str) -> str:
         realm = fields.get("realm")
         if realm is None:
@@ -162,6 +169,11 @@ class Auth:
                 f"failed: {reason(error)}"
             ) from None
         if answer.status_code != 200:
+            if self.withheld is not None:
+                raise RegistryError(
+                    f"the token service of {self.host} refused anonymous access (HTTP "
+                    f"{answer.status_code}): {self.kept_back()}"
+                )
             who = f" for user {credentials.username!r}" if credentials else ""
             raise RegistryError(
                 f"the token service of {self.host} refused the credentials{who} "
@@ -289,8 +301,7 @@ class Transport:
         if status in (401, 403) and withheld is not None:
             return (
                 f"the registry {self.host} refused anonymous access (HTTP {status} on {method} "
-                f"{path}): its token service {withheld} is not on {self.host} over https, so "
-                "buildbox did not send it the credentials (they go to their own host only)"
+                f"{path}): {self.auth.kept_back()}"
             )
         if status == 401:
             user = f"user {credentials.username!r}" if credentials else "anonymous access"
