@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,3 +155,38 @@ def test_cosign_signs_and_verifies_in_the_toolkits_registry(
     with Cosign(host, settings, http=True) as cosign:
         cosign.sign(image, str(private), transparency_log=False)
         cosign.verify(image, Trust(str(public), transparency_log=False))
+
+
+def test_a_registry_an_older_toolkit_started_open_is_restarted_closed(tmp_path: Path) -> None:
+    if shutil.which(local_registry.BINARY) is None:
+        missing("docker-registry is not installed (apt-get install docker-registry)")
+    port = free_port()
+    settings = from_config(
+        {"root": str(tmp_path), "registry": "", "local_registry_port": port,
+         "cache_dir": str(tmp_path / "cache")}
+    )  # fmt: skip
+    where = settings.local_registry_dir
+    (where / "data").mkdir(parents=True)
+    (where / "config.yml").write_text(
+        "version: 0.1\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {where / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    older = subprocess.Popen(
+        [local_registry.BINARY, "serve", str(where / "config.yml")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        (where / "pid").write_text(str(older.pid))
+        for _ in range(150):
+            if local_registry.status(f"127.0.0.1:{port}") == 200:
+                break
+            time.sleep(0.1)
+        host = local_registry.ensure_running(settings)
+        assert host == f"127.0.0.1:{port}"
+        assert local_registry.status(host) == 401, "it asks for credentials now"
+        assert older.wait(timeout=10) is not None, "the open one was stopped"
+    finally:
+        local_registry.stop(settings)
+        older.kill()
+        older.wait()
