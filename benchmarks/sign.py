@@ -31,6 +31,7 @@ from buildbox.oci.image import prepare
 from buildbox.oci.push import PlatformImage
 from buildbox.oci.push import push as push_release
 from buildbox.oci.registry import Registry as RegistryClient
+from buildbox.settings import from_config
 from registry import Registry, id_of
 
 
@@ -65,10 +66,11 @@ def main() -> None:
             }
         ).encode()
         remote = RegistryClient(registry.host)
+        settings = from_config({"root": str(scratch), "registry": f"{registry.host}/bench"})
         entry = PlatformImage("linux/amd64", prepared, sbom, "sbom.json")
 
         def sign(repository: str, digest: str, platforms: dict[str, str]) -> None:
-            with Cosign(registry.host, http=True) as cosign:
+            with Cosign(registry.host, settings, http=True) as cosign:
                 image_ref = f"{repository}@{digest}"
                 cosign.sign(image_ref, key, transparency_log=False)
                 cosign.attest(image_ref, sbom, "cyclonedx", key, transparency_log=False)

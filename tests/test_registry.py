@@ -105,19 +105,23 @@ def test_credentials_never_show_in_repr() -> None:
     assert SECRET not in repr(Credentials("ci", SECRET))
 
 
-def test_credentials_from_the_environment_then_the_docker_config(
+def test_credentials_from_the_environment_for_the_publishing_host_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("BUILDBOX_REGISTRY_USERNAME", raising=False)
     monkeypatch.delenv("BUILDBOX_REGISTRY_PASSWORD", raising=False)
     auth = base64.b64encode(f"robot:{SECRET}".encode()).decode()
-    (tmp_path / "config.json").write_text(json.dumps({"auths": {"r.example.org": {"auth": auth}}}))
+    config = {"auths": {"r.example.org": {"auth": auth}, "base.example.org": {"auth": auth}}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
-    assert credentials_for("r.example.org") == Credentials("robot", SECRET)
-    assert credentials_for("other.example.org") is None
+    settings = from_config({"root": str(tmp_path), "registry": "r.example.org/buildbox"})
+    assert credentials_for("r.example.org", settings) == Credentials("robot", SECRET)
+    assert credentials_for("other.example.org", settings) is None
     monkeypatch.setenv("BUILDBOX_REGISTRY_USERNAME", "ci")
     monkeypatch.setenv("BUILDBOX_REGISTRY_PASSWORD", "from-env")
-    assert credentials_for("r.example.org") == Credentials("ci", "from-env")
+    assert credentials_for("r.example.org", settings) == Credentials("ci", "from-env")
+    assert credentials_for("base.example.org", settings) == Credentials("robot", SECRET)
+    assert credentials_for("other.example.org", settings) is None
 
 
 def test_references() -> None:

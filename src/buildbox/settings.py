@@ -88,6 +88,17 @@ class Settings:
     def build_recipes_dir(self) -> Path:
         return self.root / BUILD_RECIPES_DIR
 
+    @property
+    def local_registry_dir(self) -> Path:
+        """The local registry's configuration, data and generated credentials."""
+        return self.cache_dir / "registry"
+
+    @property
+    def local_registry_config(self) -> Path:
+        """The Docker config directory holding the local registry's credentials (its host's
+        only): what the toolkit, cosign and a user's docker client log in with."""
+        return self.local_registry_dir / "docker"
+
     def shown(self, path: Path) -> str:
         """``path`` as a user should read it: relative to the project root where it is inside."""
         try:

@@ -50,8 +50,9 @@ class Built:
 
     @property
     def base_digest(self) -> str | None:
-        """The digest of the base it was built on, as its label records it (a pinned image's
-        digest, or a bootstrapped base's content)."""
+        """The digest of the base it was built on, as its label records it: the platform
+        image's (read from the index the pin names, checked against it), or a bootstrapped
+        base's content."""
         return self.image.labels.get(labels.LABEL_BASE_DIGEST)
 
 
@@ -74,9 +75,11 @@ def select_builder(engine: Engine, settings: Settings) -> Builder:
 def platform_base(base: str, platform: str, settings: Settings) -> str:
     """The base image for one platform: a multi-platform index resolved to that platform's image.
 
-    Falls back to ``base`` itself when it is a single image or its registry cannot be reached
-    (the engine may then still have it locally, or pull it); a registry that answers with a
-    refusal is an error.
+    The index is read by its pinned digest and refused unless it hashes to it, so the platform
+    digest it names is the one the pin vouches for (the engine checks that image's own digest
+    when it pulls it). Falls back to ``base`` itself when it is a single image or its registry
+    cannot be reached (the engine may then still have it locally, or pull it and check the
+    digest itself); a registry that answers with a refusal or other content is an error.
     """
     if not is_pinned(base):
         return base
@@ -148,6 +151,8 @@ def build_box(
             )  # fmt: skip
         else:
             base = ensure_base(engine, box.base, platform, allow_floating_base, project.settings)
+            # What is recorded is the image built on: the platform's, from the checked index.
+            base_digest = Reference.parse(base, default_host=True).digest
         context = assemble(box, project.library, project.settings, platform, artifacts)
         image_labels = labels.labels(box, platform, digest, revision, base_digest)
         request = BuildRequest(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from buildbox.build.emulation import host_platform
 from buildbox.define.boxes import Box
-from buildbox.oci.refs import Reference, is_pinned
 from buildbox.source import Revision
 
 LABEL_BOX = "dev.buildbox.box"
@@ -23,7 +22,9 @@ def labels(
 ) -> dict[str, str]:
     """The image's labels: ours, and the standard org.opencontainers.image ones.
 
-    ``base_digest`` is a bootstrapped base's content digest (an image base's is in its name).
+    ``base_digest`` is the digest of what the image was built on: a pinned base's platform
+    image (for a multi-platform base, the entry of its checked index, not the index), or a
+    bootstrapped base's content; None for a floating base.
     """
     result = {
         LABEL_BOX: box.name,
@@ -39,8 +40,6 @@ def labels(
     }
     if base_digest:
         result[LABEL_BASE_DIGEST] = base_digest
-    elif is_pinned(box.base):
-        result[LABEL_BASE_DIGEST] = Reference.parse(box.base, default_host=True).digest or ""
     else:
         result[LABEL_FLOATING_BASE] = "true"
     return result

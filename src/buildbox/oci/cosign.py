@@ -5,10 +5,12 @@ Signatures and attestations are stored the way cosign stores them: as ``sha256-<
 policy controller read by default, and it works on registries without the OCI 1.1 referrers API
 (cosign's referrers mode is still experimental in 2.5).
 
-A context manager: registry credentials the toolkit got from BUILDBOX_REGISTRY_USERNAME/PASSWORD
-are handed to cosign in a private Docker config directory, removed on exit; otherwise cosign reads
-the user's Docker config (and its credential helpers) as docker does. No secret is ever on a
-command line, and cosign's output is scrubbed of every secret before it reaches a message.
+A context manager: the registry credentials the toolkit has for the host (``credentials_for``:
+BUILDBOX_REGISTRY_USERNAME/PASSWORD or the local registry's generated ones for the publishing
+registry, else the Docker config's entry) are handed to cosign in a private Docker config
+directory holding that host's entry only, removed on exit; without any, cosign reads the user's
+Docker config (and its credential helpers) as docker does. No secret is ever on a command line,
+and cosign's output is scrubbed of every secret before it reaches a message.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Self
 
 from buildbox.errors import BuildboxError
 from buildbox.oci.credentials import credentials_for
+from buildbox.settings import Settings
 
 #: The variable cosign reads a private key's password from.
 PASSWORD_VARIABLE = "COSIGN_PASSWORD"  # noqa: S105 (a variable's name, not a secret)
@@ -63,9 +66,9 @@ class Trust:
 
 
 class Cosign:
-    """cosign for one registry host; use as ``with Cosign(host, http=...) as cosign:``."""
+    """cosign for one registry host; use as ``with Cosign(host, settings, http=...) as cosign:``."""
 
-    def __init__(self, host: str, *, http: bool = False) -> None:
+    def __init__(self, host: str, settings: Settings, *, http: bool = False) -> None:
         found = shutil.which("cosign")
         if found is None:
             raise BuildboxError(
@@ -74,6 +77,7 @@ class Cosign:
             )
         self.binary = found
         self.host = host
+        self.settings = settings
         #: Plain-HTTP registries (loopback, buildbox.allow_http_hosts) need cosign's consent.
         self.http = http
         self._config: tempfile.TemporaryDirectory[str] | None = None
@@ -83,7 +87,7 @@ class Cosign:
         env_password = os.environ.get(PASSWORD_VARIABLE)
         if env_password:
             self._secrets.append(env_password)
-        found = credentials_for(self.host)
+        found = credentials_for(self.host, self.settings)
         if found is not None:
             self._secrets.append(found.password)
             self._config = tempfile.TemporaryDirectory(prefix="buildbox-cosign-")

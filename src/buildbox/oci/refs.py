@@ -12,10 +12,15 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 DEFAULT_HOST = "docker.io"
 
 
+def is_digest(text: str) -> bool:
+    """Whether ``text`` is a digest (``sha256:<64 hex>``), not a tag."""
+    return _DIGEST.fullmatch(text) is not None
+
+
 def is_pinned(reference: str) -> bool:
     """Whether ``reference`` names exactly one image: it ends in ``@sha256:<64 hex>``."""
     _, at, digest = reference.rpartition("@")
-    return bool(at) and _DIGEST.fullmatch(digest) is not None
+    return bool(at) and is_digest(digest)
 
 
 def _looks_like_host(part: str) -> bool:

@@ -8,7 +8,8 @@ with the block.
 
 Every verb is retried as a whole on a transient failure (the transport's policy); each is
 idempotent as repeated: a blob upload starts a new upload session, a manifest PUT sends the same
-bytes again. A blob read is hashed and compared with its digest before it is returned.
+bytes again. Whatever is read by digest (a blob, a manifest or index) is hashed and refused
+unless it is that digest's content, before it is returned.
 """
 
 from __future__ import annotations
@@ -27,14 +28,18 @@ import requests
 from buildbox.digests import digest_of
 from buildbox.errors import BuildboxError
 from buildbox.http import DEFAULT_RETRIES, RetryPolicy
-from buildbox.oci.credentials import Credentials, credentials_for
+from buildbox.oci.credentials import Credentials, credentials_for, publishing_host
 from buildbox.oci.documents import MANIFEST_ACCEPT, OCI_INDEX
-from buildbox.oci.refs import Reference
+from buildbox.oci.refs import Reference, is_digest
 from buildbox.oci.transport import RegistryError, TransientError, Transport
 from buildbox.settings import Settings
 
-__all__ = ["Registry", "RegistryError", "TransientError", "open_registry"]
+__all__ = ["DigestMismatchError", "Registry", "RegistryError", "TransientError", "open_registry"]
 T = TypeVar("T")
+
+
+class DigestMismatchError(RegistryError):
+    """What a registry served for a digest is other content: refused, not retried."""
 
 
 class Registry:
@@ -108,14 +113,35 @@ class Registry:
     def manifest_digest(self, repository: str, reference: str) -> str | None:
         """The digest a tag (or digest) names, or None when there is no such manifest."""
         response = self._manifest("HEAD", repository, reference)
-        return response.headers.get("Docker-Content-Digest") if response is not None else None
+        if response is None:
+            return None
+        stated = response.headers.get("Docker-Content-Digest")
+        if is_digest(reference) and stated not in (None, reference):
+            raise DigestMismatchError(self._mismatch(repository, reference, stated or ""))
+        return stated
 
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str] | None:
-        """The manifest's bytes and media type, or None when there is no such manifest."""
+        """The manifest's bytes and media type, or None when there is no such manifest; read
+        by digest, they are refused unless they hash to it."""
         response = self._manifest("GET", repository, reference)
         if response is None:
             return None
+        if is_digest(reference):
+            self._check(repository, reference, response.content)
         return response.content, response.headers.get("Content-Type", "")
+
+    def _check(self, repository: str, digest: str, body: bytes) -> None:
+        """Refuse ``body`` unless it is the content ``digest`` names: whatever a registry
+        serves for a digest is hashed before anything reads it."""
+        if digest_of(body) != digest:
+            raise DigestMismatchError(self._mismatch(repository, digest, digest_of(body)))
+
+    def _mismatch(self, repository: str, digest: str, found: str) -> str:
+        return (
+            f"the registry {self.host} served other content for {self.host}/{repository}@"
+            f"{digest}: it hashes to {found}; refused (the registry, a mirror or a proxy "
+            "changed it)"
+        )
 
     def put_manifest(
         self, repository: str, reference: str, body: bytes, media_type: str
@@ -153,15 +179,16 @@ class Registry:
         return response.status_code == 200
 
     def get_blob(self, repository: str, digest: str) -> bytes:
-        def get() -> bytes:
-            response = self.transport.request(
+        response = self.transport.retrying(
+            f"GET blob {digest} from {repository}",
+            lambda: self.transport.request(
                 "GET", f"/v2/{repository}/blobs/{digest}", _pull(repository)
-            )
-            if digest_of(response.content) != digest:  # a body cut short, or other bytes
-                raise TransientError(f"the registry {self.host} served other bytes for {digest}")
-            return response.content
-
-        return self.transport.retrying(f"GET blob {digest} from {repository}", get)
+            ),
+        )
+        # A body cut short fails in the request (Content-Length); whole, other bytes are not
+        # worth asking for again.
+        self._check(repository, digest, response.content)
+        return response.content
 
     def upload_blob(
         self,
@@ -337,17 +364,17 @@ def _opened(source: Path | bytes) -> Iterator[IO[bytes]]:
 
 
 def open_registry(where: str | Reference, settings: Settings) -> Registry:
-    """The client for the registry of ``where`` (a host or a reference): its credentials, and
+    """The client for the registry of ``where`` (a host or a reference): its own credentials, and
     retrying and uploading as the settings say (buildbox.registry_*); the CA bundle applies to
     the publishing registry only."""
     host = where.host if isinstance(where, Reference) else where
-    ca_bundle = registry_ca_bundle(settings) if host == settings.registry.split("/")[0] else None
+    ca_bundle = registry_ca_bundle(settings) if host == publishing_host(settings) else None
     policy = RetryPolicy(
         settings.registry_attempts, settings.registry_time_limit, settings.registry_backoff
     )
     return Registry(
         host,
-        credentials_for(host),
+        credentials_for(host, settings),
         policy=policy,
         chunk_size=settings.registry_chunk_mib * 1024 * 1024,
         ca_bundle=ca_bundle,

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 
@@ -74,6 +75,24 @@ def is_plain_http(host: str) -> bool:
     return is_loopback(host.rsplit(":", 1)[0] if not host.endswith("]") else host)
 
 
+#: Registries whose token service is on another host of the same operator (Docker Hub's).
+_TOKEN_HOSTS = {"docker.io": "auth.docker.io", "index.docker.io": "auth.docker.io"}
+
+
+def may_receive_credentials(host: str, realm: str) -> bool:
+    """Whether the token service at ``realm`` may be sent the credentials of the registry
+    ``host``: only on the registry's own host name (any port; Docker Hub's auth.docker.io),
+    over https, or plain http on loopback. A registry's 401 names its token service, so
+    anything else would hand the password to whatever host a registry or proxy names."""
+    url = urlsplit(realm)
+    if url.username is not None or url.hostname is None:
+        return False
+    own = urlsplit(f"//{host}").hostname
+    same = url.hostname in (own, _TOKEN_HOSTS.get(own or ""))
+    secure = url.scheme == "https" or (url.scheme == "http" and is_loopback(url.hostname))
+    return same and secure
+
+
 class Auth:
     """The registry's authentication: the Authorization header of each scope, renewed from a
     401's challenge (basic with the credentials, or a bearer token from the token service)."""
@@ -90,6 +109,8 @@ class Auth:
         self.credentials = credentials
         self._http, self._timeout, self._verify = http, timeout, verify
         self._headers: dict[str, str] = {}  # scope -> Authorization header
+        #: The token service the credentials were kept from (another host, or plain http).
+        self.withheld: str | None = None
 
     def header(self, scope: str) -> str | None:
         return self._headers.get(scope)
@@ -107,11 +128,19 @@ class Auth:
     def _basic(self) -> str:
         if self.credentials is None:
             raise RegistryError(
-                f"the registry {self.host} needs credentials: set BUILDBOX_REGISTRY_USERNAME "
-                f"and BUILDBOX_REGISTRY_PASSWORD, or `docker login {self.host}`"
+                f"the registry {self.host} needs credentials: `docker login {self.host}` (or a "
+                "credential helper); BUILDBOX_REGISTRY_USERNAME and BUILDBOX_REGISTRY_PASSWORD "
+                "are for the publishing registry (buildbox.registry) only"
             )
         pair = f"{self.credentials.username}:{self.credentials.password}".encode()
         return "Basic " + base64.b64encode(pair).decode()
+
+    def kept_back(self) -> str:
+        """Why the token service was asked without the credentials."""
+        return (
+            f"its token service {self.withheld} is not on {self.host} over https, so buildbox "
+            "did not send it the credentials (they go to their own host only)"
+        )
 
     def _token(self, fields: dict[str, str], scope: str) -> str:
         realm = fields.get("realm")
@@ -121,6 +150,10 @@ class Auth:
             )
         query = {"service": fields.get("service", ""), "scope": fields.get("scope", scope)}
         credentials = self.credentials
+        if credentials is not None and not may_receive_credentials(self.host, realm):
+            # Asked anonymously: public content still reads, and a refusal says why (_explain).
+            self.withheld = realm
+            credentials = None
         auth = (credentials.username, credentials.password) if credentials else None
         try:
             answer = self._http.get(
@@ -136,6 +169,11 @@ class Auth:
                 f"failed: {reason(error)}"
             ) from None
         if answer.status_code != 200:
+            if self.withheld is not None:
+                raise RegistryError(
+                    f"the token service of {self.host} refused anonymous access (HTTP "
+                    f"{answer.status_code}): {self.kept_back()}"
+                )
             who = f" for user {credentials.username!r}" if credentials else ""
             raise RegistryError(
                 f"the token service of {self.host} refused the credentials{who} "
@@ -258,7 +296,13 @@ class Transport:
     def _explain(self, method: str, url: str, response: requests.Response) -> str:
         path = url.removeprefix(self.base)
         status = response.status_code
-        credentials = self.auth.credentials
+        withheld = self.auth.withheld
+        credentials = self.auth.credentials if withheld is None else None
+        if status in (401, 403) and withheld is not None:
+            return (
+                f"the registry {self.host} refused anonymous access (HTTP {status} on {method} "
+                f"{path}): {self.auth.kept_back()}"
+            )
         if status == 401:
             user = f"user {credentials.username!r}" if credentials else "anonymous access"
             challenge = _challenge(response.headers.get("WWW-Authenticate", ""))

@@ -79,7 +79,7 @@ def cosign_for(settings: Settings, repository: str) -> Iterator[Cosign]:
     """cosign for the registry ``repository`` (host/path) is on."""
     host = repository.split("/", 1)[0]
     plain = is_plain_http(host) or host.split(":")[0] in settings.allow_http_hosts
-    with Cosign(host, http=plain) as cosign:
+    with Cosign(host, settings, http=plain) as cosign:
         yield cosign
 
 

@@ -136,7 +136,7 @@ def build_bom(
         )
 
     image = _image_component(box, facts, revision)
-    parts = [_base_component(box.base, facts.base_digest if box.bootstrap else None)]
+    parts = [_base_component(box.base, facts.base_digest, bootstrapped=box.bootstrap is not None)]
     for component in components:
         artifact = component.artifact(facts.platform)
         assert artifact is not None  # the box was checked for every platform it builds
@@ -254,8 +254,10 @@ def _image_component(box: Box, facts: ImageFacts, revision: Revision) -> Compone
     )
 
 
-def _base_component(base: str, content: str | None = None) -> Component:
-    if content is not None or base.startswith("bootstrap:"):
+def _base_component(
+    base: str, content: str | None = None, *, bootstrapped: bool = False
+) -> Component:
+    if bootstrapped or base.startswith("bootstrap:"):
         known = content or ""
         return Component(
             type=ComponentType.OPERATING_SYSTEM,
@@ -271,7 +273,8 @@ def _base_component(base: str, content: str | None = None) -> Component:
             ],
         )
     reference = Reference.parse(base, default_host=True)
-    digest = reference.digest
+    # The image built on, as its label says: a multi-platform base's platform image.
+    digest = content or reference.digest
     return Component(
         type=ComponentType.CONTAINER,
         name=reference.name,
