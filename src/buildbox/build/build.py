@@ -143,12 +143,13 @@ def build_box(
         fetched = fetcher.fetch_all(wanted_for([box], project.library, platform), offline=offline)
         artifacts = {f.wanted.sha256: f.path for f in fetched}
         require_compatible(box, project.library, platform, artifacts, project.settings.cache_dir)
-        base_digest = None
+        rootfs = None  # a bootstrapped base's root filesystem: the built image's lowest layer
         if box.bootstrap is not None:
-            base, base_digest = bootstrap_base(
+            base, rootfs = bootstrap_base(
                 engine, box, platform, artifacts, revision.epoch, log, fresh=fresh_base,
                 cache_dir=project.settings.cache_dir,
             )  # fmt: skip
+            base_digest: str | None = rootfs
         else:
             base = ensure_base(engine, box.base, platform, allow_floating_base, project.settings)
             # What is recorded is the image built on: the platform's, from the checked index.
@@ -166,8 +167,8 @@ def build_box(
                 "(with docker buildx installed)"
             )
         image_id = chosen.build(request, log)
-        if base_digest is not None:
-            require_built_on(engine, image_id, base_digest, box, platform)
+        if rootfs is not None:
+            require_built_on(engine, image_id, rootfs, box, platform)
     else:
         image_id = existing
     # Tags move only now, after a successful build: a failure leaves every tag where it was.
