@@ -303,7 +303,7 @@ def test_the_image_path_reads_apt_s_sources_and_verifies_them(
         f"{archive.url}/ {SUITE} main/binary-amd64/Packages "
         f"/var/lib/apt/lists/127.0.0.1_debian_dists_test_main_binary-amd64_Packages.lz4\n"
         f"{archive.url}/ {SUITE} main/binary-arm64/Packages /var/lib/apt/lists/x_Packages\n"
-        f"@@buildbox-inrelease\n{listed}\n{base64.b64encode(data).decode()}\n@@buildbox-end\n"
+        f"@@buildbox-inrelease\n{listed}\n{base64.b64encode(data).decode()}\n@@buildbox-simulated\n"
     )
     keyring = keyring_files(archive.root, "shared/keyrings/test")
     distribution, sources, proofs = parse_sources(output, "linux/amd64", keyring)

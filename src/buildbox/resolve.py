@@ -127,16 +127,6 @@ def resolve_script(packages: tuple[str, ...], snapshot: str = "") -> str:
                 "apt-get update -q >/tmp/buildbox-update.log 2>&1 || "
                 "{ cat /tmp/buildbox-update.log; exit 4; }"
             ),
-            f"apt-get install -s {options} {listed} >/tmp/buildbox-simulated",
-            f"echo {_SIMULATED}",
-            "cat /tmp/buildbox-simulated",
-            f"echo {_URIS}",
-            f"apt-get install --print-uris -qq {options} {listed}",
-            f"echo {_INDEX}",
-            (
-                f"sed -n {shlex.quote(_INST_SED)} /tmp/buildbox-simulated "
-                "| xargs -r apt-cache show --no-all-versions"
-            ),
             # The proof: the base's distribution, each Packages index apt used, and each
             # source's InRelease as fetched (base64: the bytes exactly).
             f"echo {_TARGETS}",
@@ -149,6 +139,16 @@ def resolve_script(packages: tuple[str, ...], snapshot: str = "") -> str:
             (
                 "for f in /var/lib/apt/lists/*_InRelease; do "
                 '[ ! -f "$f" ] || { echo "${f##*/}"; base64 -w0 "$f"; echo; }; done'
+            ),
+            f"apt-get install -s {options} {listed} >/tmp/buildbox-simulated",
+            f"echo {_SIMULATED}",
+            "cat /tmp/buildbox-simulated",
+            f"echo {_URIS}",
+            f"apt-get install --print-uris -qq {options} {listed}",
+            f"echo {_INDEX}",
+            (
+                f"sed -n {shlex.quote(_INST_SED)} /tmp/buildbox-simulated "
+                "| xargs -r apt-cache show --no-all-versions"
             ),
             f"echo {_END}",
         ]
@@ -240,7 +240,7 @@ def parse_sources(
         for line in lines[1:]
         if len(words := line.split()) == 4 and words[2].endswith(f"/binary-{arch}/Packages")
     ]
-    raw = _section(output, _INRELEASE, _END).splitlines()
+    raw = _section(output, _INRELEASE, _SIMULATED).splitlines()
     inreleases = {}
     for name, encoded in zip(raw[::2], raw[1::2], strict=False):
         try:
