@@ -69,6 +69,7 @@ def make_project(
     shutil.copy(REPO / "tasks.py", root / "tasks.py")
     shutil.copy(REPO / "invoke.yaml", root / "invoke.yaml")
     shutil.copytree(REPO / "shared" / "install", root / "shared" / "install")
+    shutil.copytree(REPO / "shared" / "keyrings", root / "shared" / "keyrings")  # the lock's
     write_yaml(
         root / "shared" / "components.yaml",
         {"components": components if components is not None else {"tool": component()}},

@@ -23,7 +23,7 @@ import requests
 from buildbox.define.boxes import Box
 from buildbox.define.inputs import box_components
 from buildbox.define.library import Library
-from buildbox.define.lock import LOCK_FILE
+from buildbox.define.lock import LOCK_FILE, PackageLock
 from buildbox.digests import file_sha256
 from buildbox.errors import BuildboxError
 from buildbox.http import TRANSIENT_STATUSES, RetryPolicy, reason, retrying_session
@@ -157,6 +157,24 @@ def wanted_for(
                         fix=f"the archive may have dropped this version: run `invoke lock "
                         f"{box.name}` again, or pin an archive snapshot in box.yaml",
                     )  # fmt: skip
+    return list(seen.values())
+
+
+def wanted_indices(box: str, lock: PackageLock) -> list[Wanted]:
+    """The Packages indices a package lock's proof names, by hash (once each): ``invoke check``
+    verifies every locked package against them."""
+    seen: dict[str, Wanted] = {}
+    for platform, facts in sorted(lock.platforms.items()):
+        for source in facts.sources:
+            for index in source.indices:
+                seen.setdefault(index.sha256, Wanted(
+                    "Packages index", f"{source.suite}/{index.path}", platform,
+                    source.index_url(index), index.sha256,
+                    where=f"buildboxes/{box}/{LOCK_FILE}: platforms.{platform}.sources",
+                    fix=f"the archive serves an index by hash only while its InRelease is "
+                    f"current: run `invoke lock {box}` again, or copy a cache holding sha256 "
+                    f"{index.sha256} from a machine that ran `invoke check`",
+                ))  # fmt: skip
     return list(seen.values())
 
 

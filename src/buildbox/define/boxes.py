@@ -11,7 +11,7 @@ from pathlib import Path
 from buildbox.define import yamldoc
 from buildbox.define.dockerfile import check_dockerfile
 from buildbox.define.library import Library, Probe
-from buildbox.define.lock import LOCK_FILE, LockedPackage, PackageLock
+from buildbox.define.lock import LOCK_FILE, PROOF_DIR, LockedPackage, PackageLock
 from buildbox.define.lock import problems as lock_problems
 from buildbox.errors import BuildboxError, Problem
 from buildbox.oci.refs import is_pinned
@@ -51,6 +51,9 @@ class Bootstrap:
     suite: str
     variant: str
     mirror: str
+    #: The archive keyring (relative to the project root) that the lock's InRelease files are
+    #: verified with; "" for define.lock.DEFAULT_KEYRING.
+    keyring: str = ""
 
     @property
     def name(self) -> str:
@@ -141,7 +144,8 @@ class Box:
 
     def files(self) -> tuple[Path, ...]:
         """The box's own files that go into its build context (all but box.yaml and the lock,
-        whose packages go in as verified .debs); a link leaving the box is an error."""
+        whose packages go in as verified .debs, and the lock's proof); a link leaving the box is
+        an error."""
         for link, target in leaving_links(self.directory):
             raise BuildboxError(f"{link}: {leaving_message(self.directory, target)}")
         return tuple(
@@ -150,6 +154,7 @@ class Box:
                 for path in self.directory.rglob("*")
                 if path.is_file()
                 and path.relative_to(self.directory).as_posix() not in (BOX_FILE, LOCK_FILE)
+                and path.relative_to(self.directory).parts[0] != PROOF_DIR
             )
         )
 
@@ -178,7 +183,12 @@ def leaving_message(directory: Path, target: str) -> str:
 def _bootstrap(data: object) -> Bootstrap | None:
     if not isinstance(data, dict):
         return None
-    return Bootstrap(str(data["suite"]), str(data.get("variant", "minbase")), str(data["mirror"]))
+    return Bootstrap(
+        str(data["suite"]),
+        str(data.get("variant", "minbase")),
+        str(data["mirror"]),
+        str(data.get("keyring", "")),
+    )
 
 
 def box_directories(settings: Settings) -> list[Path]:

@@ -1,25 +1,45 @@
-"""A box's OS package lock, ``buildboxes/<box>/packages.lock``: every package it installs, pinned.
+"""A box's OS package lock, ``buildboxes/<box>/packages.lock``: every package it installs, pinned,
+with the proof that the archive's signing key vouches for each pin.
 
 Written by ``invoke lock`` (``buildbox.resolve``), read by everything else. Per platform: each
 package's name, version, architecture, download URL, sha256 and size, as the archive's index
-gives them (apt verified that index against the archive's signature), and the base image they
-were resolved against. JSON with sorted keys and entries, so a re-lock diffs cleanly in review.
+gives them, the base image they were resolved against, and the apt sources they came from: for
+each, its signed ``InRelease`` exactly as fetched (kept beside the lock, in ``packages.proof/``),
+the fingerprints of the keys that signed it, and the Packages indices with the sha256 and size
+the InRelease lists. :func:`proof_problems` re-derives every pin from that chain: signature
+(with the project's pinned keyring only) -> index hash -> the index's stanza of each package.
+JSON with sorted keys and entries, so a re-lock diffs cleanly in review.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
+import lzma
 import posixpath
 import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from debian import deb822
+
 from buildbox.errors import Problem
 
 LOCK_FILE = "packages.lock"
-SCHEMA = "buildbox-packages/1"
+#: Beside the lock: each source's signed InRelease, exactly as apt fetched it.
+PROOF_DIR = "packages.proof"
+SCHEMA = "buildbox-packages/2"
+#: Locks written before the proof was kept.
+_OLD_SCHEMAS = ("buildbox-packages/1",)
+#: A box's keyring when box.yaml names none (relative to the project root).
+DEFAULT_KEYRING = "shared/keyrings/debian"
+_FINGERPRINT = re.compile(r"[0-9A-F]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 #: ``name`` or ``name=version``, as apt-get install takes them.
 _SPEC = re.compile(r"^([a-z0-9][a-z0-9+.-]+)(?:=([A-Za-z0-9.+~:-]+))?$")
@@ -41,11 +61,43 @@ class LockedPackage:
         return posixpath.basename(unquote(urlsplit(self.url).path))
 
 
+@dataclass(frozen=True, order=True)
+class Index:
+    """A Packages index of a source, as its signed InRelease lists it."""
+
+    #: Relative to the suite's directory, e.g. ``main/binary-amd64/Packages.xz``.
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, order=True)
+class Source:
+    """An apt source the packages came from, and the signed InRelease that vouches for it."""
+
+    #: The archive's root, e.g. ``http://deb.debian.org/debian`` (pool/ and dists/ are under it).
+    url: str
+    #: The directory under dists/ (the InRelease's Suite or Codename), e.g. ``trixie``.
+    suite: str
+    #: The file in packages.proof/ holding the InRelease as fetched.
+    inrelease: str
+    #: Primary key fingerprints of the keys whose signature on the InRelease verified.
+    signed_by: tuple[str, ...]
+    indices: tuple[Index, ...]
+
+    def index_url(self, index: Index) -> str:
+        """Where the archive serves ``index`` by its hash (it does while an InRelease lists it)."""
+        directory = posixpath.dirname(index.path)
+        return f"{self.url}/dists/{self.suite}/{directory}/by-hash/SHA256/{index.sha256}"
+
+
 @dataclass(frozen=True)
 class PlatformLock:
     #: The platform image of the base the packages were resolved against.
     base_image: str
     packages: tuple[LockedPackage, ...]
+    #: Where the packages came from, with the proof; every package is in one of their indices.
+    sources: tuple[Source, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +109,13 @@ class PackageLock:
     platforms: dict[str, PlatformLock]
     #: The archive snapshot resolved against ("" for the live archive).
     snapshot: str = ""
+    #: The keyring (relative to the project root) that verified every InRelease.
+    keyring: str = ""
+
+    @property
+    def proofs(self) -> set[str]:
+        """The InRelease files in packages.proof/ that the lock names."""
+        return {s.inrelease for lock in self.platforms.values() for s in lock.sources}
 
     def render(self) -> str:
         document = {
@@ -64,10 +123,12 @@ class PackageLock:
             "base": self.base,
             "requested": sorted(self.requested),
             "snapshot": self.snapshot,
+            "keyring": self.keyring,
             "platforms": {
                 platform: {
                     "base_image": lock.base_image,
                     "packages": [asdict(p) for p in sorted(lock.packages)],
+                    "sources": [asdict(s) for s in sorted(lock.sources)],
                 }
                 for platform, lock in sorted(self.platforms.items())
             },
@@ -89,12 +150,17 @@ def read(path: Path) -> PackageLock:
         raise ValueError(f"cannot be read: {error}") from None
     except ValueError as error:
         raise ValueError(f"is not JSON: {error}") from None
-    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+    schema = document.get("schema") if isinstance(document, dict) else None
+    if schema in _OLD_SCHEMAS:
+        raise ValueError(f"was written without its signed proof (schema {schema!r})")
+    if not isinstance(document, dict) or schema != SCHEMA:
         raise ValueError(f"is not a package lock (schema {SCHEMA!r} expected)")
     try:
         platforms = {
             str(platform): PlatformLock(
-                _text(facts["base_image"]), tuple(_package(p) for p in facts["packages"])
+                _text(facts["base_image"]),
+                tuple(_package(p) for p in facts["packages"]),
+                tuple(_source(s) for s in facts["sources"]),
             )
             for platform, facts in document["platforms"].items()
         }
@@ -102,7 +168,8 @@ def read(path: Path) -> PackageLock:
             _text(document["base"]),
             tuple(map(_text, document["requested"])),
             platforms,
-            _text(document.get("snapshot", "")),
+            _text(document["snapshot"]),
+            _text(document["keyring"]),
         )
     except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise ValueError(f"is malformed ({type(error).__name__}: {error})") from None
@@ -124,6 +191,25 @@ def _package(entry: Any) -> LockedPackage:
     if isinstance(size, bool) or not isinstance(size, int):
         raise TypeError(f"{fields['name']}: size must be a whole number")
     return LockedPackage(**fields, size=size)
+
+
+def _source(entry: Any) -> Source:
+    url, suite, inrelease = (_text(entry[key]) for key in ("url", "suite", "inrelease"))
+    if posixpath.basename(inrelease) != inrelease or inrelease.startswith("."):
+        raise ValueError(f"{inrelease!r} is not a file name in {PROOF_DIR}/")
+    signed_by = tuple(map(_text, entry["signed_by"]))
+    if not signed_by or not all(_FINGERPRINT.fullmatch(f) for f in signed_by):
+        raise ValueError(f"{inrelease}: signed_by must list key fingerprints (40 hex digits)")
+    return Source(url, suite, inrelease, signed_by, tuple(_index(i) for i in entry["indices"]))
+
+
+def _index(entry: Any) -> Index:
+    path, sha256, size = _text(entry["path"]), _text(entry["sha256"]), entry["size"]
+    if not _SHA256.fullmatch(sha256):
+        raise ValueError(f"{path}: sha256 must be 64 lowercase hex characters")
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"{path}: size must be a whole number")
+    return Index(path, sha256, size)
 
 
 def problems(
@@ -172,3 +258,190 @@ def problems(
         if platform not in lock.platforms:
             found.append(Problem(shown, None, "platforms", f"no lock for {platform}; {hint}"))
     return lock, found
+
+
+@dataclass(frozen=True)
+class Signed:
+    """What gpgv verified of an InRelease: who signed it, and the signed text only."""
+
+    fingerprints: tuple[str, ...]
+    release: deb822.Release
+
+
+def keyring_files(root: Path, keyring: str) -> tuple[Path, ...]:
+    """The key files of ``keyring`` (a ``.gpg`` file, or a directory of them) in the project at
+    ``root``; ValueError when it is outside the project or holds no keys."""
+    path = (root / keyring).resolve()
+    if Path(keyring).is_absolute() or not path.is_relative_to(root.resolve()):
+        raise ValueError(f"keyring {keyring!r} is not a path inside the project")
+    if path.is_dir():
+        files = tuple(sorted(path.glob("*.gpg")))
+    else:
+        files = (path,) if path.is_file() else ()
+    if not files:
+        raise ValueError(f"keyring {keyring} holds no keys (a .gpg file, or a directory of them)")
+    return files
+
+
+def verify_inrelease(data: bytes, keyring: tuple[Path, ...]) -> Signed:
+    """Check an InRelease's signatures with gpgv against ``keyring`` only (in an empty home: no
+    default keyring, no configuration); ValueError when no key of it made a good signature.
+
+    python-debian's ``GpgInfo`` is not used: it keeps one signature of several (Debian signs
+    with three keys) and lets gpgv fall back to the home's default keyring.
+    """
+    if shutil.which("gpgv") is None:
+        raise ValueError("gpgv is needed to verify it (Debian: apt-get install gpgv)")
+    with tempfile.TemporaryDirectory(prefix="buildbox-gpgv-") as home:
+        payload = Path(home) / "signed"
+        command = ["gpgv", "--homedir", home, "--status-fd", "1", "--output", str(payload)]
+        for key in keyring:
+            command += ["--keyring", str(key)]
+        done = subprocess.run(
+            [*command, "-"], input=data, capture_output=True, check=False, timeout=60
+        )
+        status = [
+            line.split()[1:]
+            for line in done.stdout.decode(errors="replace").splitlines()
+            if line.startswith("[GNUPG:] ") and len(line.split()) > 1
+        ]
+        if any(words[0] == "BADSIG" for words in status):
+            raise ValueError("a signature on it is bad: it was changed after it was signed")
+        # VALIDSIG <key fingerprint> ... <primary key fingerprint>: the primary key's.
+        signers = sorted({w[10] for w in status if w[0] == "VALIDSIG" and len(w) > 10})
+        if not signers or not payload.is_file():
+            raise ValueError("it has no good signature by a key of the pinned keyring")
+        text = payload.read_text(encoding="utf-8")
+    return Signed(tuple(signers), deb822.Release(text))
+
+
+#: The first line of a Packages stanza: which stanzas to parse (an index has ~70,000).
+_STANZA = re.compile(r"\APackage: (\S+)\n")
+
+
+def read_index(path: Path, name: str, packages: set[str]) -> list[deb822.Packages]:
+    """The stanzas of ``packages`` in the Packages index at ``path`` (compressed as ``name``,
+    its path in the InRelease, says: .xz, .gz or none)."""
+    compression = posixpath.splitext(name)[1]
+    if compression == ".xz":
+        text = lzma.decompress(path.read_bytes()).decode("utf-8")
+    elif compression == ".gz":
+        text = gzip.decompress(path.read_bytes()).decode("utf-8")
+    else:
+        text = path.read_text(encoding="utf-8")
+    return [
+        deb822.Packages(stanza)
+        for stanza in text.split("\n\n")
+        if (first := _STANZA.match(stanza)) and first.group(1) in packages
+    ]
+
+
+def proof_problems(
+    lock: PackageLock,
+    shown: str,
+    proofs: Mapping[str, bytes],
+    keyring: tuple[Path, ...],
+    indices: Mapping[str, Path],
+    box: str,
+) -> list[Problem]:
+    """Every pin of ``lock`` that its proof does not vouch for: each source's InRelease (in
+    ``proof_dir``) must carry good signatures by the keys the lock names, from ``keyring`` only;
+    each index's sha256 and size must be what that InRelease lists; and each package must be
+    its index's stanza (version, URL, sha256, size). ``proofs`` holds the InRelease files by
+    name; ``indices`` maps an index's sha256 to the verified file (an index missing from it was
+    reported by the caller)."""
+    hint = f"run `invoke lock {box}` (packages.lock and {PROOF_DIR}/ are written together)"
+    found: list[Problem] = []
+    for platform, facts in sorted(lock.platforms.items()):
+        where = f"platforms.{platform}"
+        wrong: list[Problem] = []
+        stanzas: dict[tuple[str, str], list[tuple[Source, deb822.Packages]]] = {}
+        names = {p.name for p in facts.packages}
+        if not facts.sources:
+            wrong.append(Problem(shown, None, where, f"names no signed source; {hint}"))
+        for source in facts.sources:
+            shown_proof = f"{PROOF_DIR}/{source.inrelease}"
+            if source.inrelease not in proofs:
+                message = f"{shown_proof} is missing; {hint}"
+                wrong.append(Problem(shown, None, f"{where}.sources", message))
+                continue
+            try:
+                signed = verify_inrelease(proofs[source.inrelease], keyring)
+            except ValueError as error:
+                message = f"{shown_proof}: {error}; {hint}"
+                wrong.append(Problem(shown, None, f"{where}.sources", message))
+                continue
+            unsigned = sorted(set(source.signed_by) - set(signed.fingerprints))
+            if unsigned:
+                message = (
+                    f"{shown_proof} has no good signature by {', '.join(unsigned)}, which the "
+                    f"lock names (the pinned keyring verifies {', '.join(signed.fingerprints)})"
+                )
+                wrong.append(Problem(shown, None, f"{where}.sources", f"{message}; {hint}"))
+            suites = (signed.release.get("Suite"), signed.release.get("Codename"))
+            if source.suite not in suites:
+                message = f"{shown_proof} is the InRelease of {suites[1]}, not of {source.suite}"
+                wrong.append(Problem(shown, None, f"{where}.sources", f"{message}; {hint}"))
+                continue
+            listed = {
+                str(entry["name"]): (str(entry["sha256"]), int(entry["size"]))
+                for entry in signed.release.get("SHA256", [])
+            }
+            for index in source.indices:
+                if listed.get(index.path) != (index.sha256, index.size):
+                    message = (
+                        f"{source.suite}/{index.path}: sha256 {index.sha256} ({index.size} "
+                        f"bytes) is not what {shown_proof} lists ({listed.get(index.path)})"
+                    )
+                    wrong.append(Problem(shown, None, f"{where}.sources", f"{message}; {hint}"))
+                elif index.sha256 in indices:
+                    for stanza in read_index(indices[index.sha256], index.path, names):
+                        key = (str(stanza["Package"]), str(stanza["Architecture"]))
+                        stanzas.setdefault(key, []).append((source, stanza))
+        found.extend(wrong)
+        if wrong:
+            continue  # the packages cannot be checked against an unproven index
+        for package in facts.packages:
+            found.extend(
+                _package_problems(
+                    package,
+                    stanzas.get((package.name, package.architecture), []),
+                    shown,
+                    f"{where}.{package.name}",
+                    hint,
+                )
+            )
+    return found
+
+
+def _package_problems(
+    package: LockedPackage,
+    candidates: list[tuple[Source, deb822.Packages]],
+    shown: str,
+    field: str,
+    hint: str,
+) -> list[Problem]:
+    """What is wrong with one locked package, given its stanzas in the signed indices."""
+    if not candidates:
+        message = f"{package.name} ({package.architecture}) is in none of the signed indices"
+        return [Problem(shown, None, field, f"{message}; {hint}")]
+    same = [(s, stanza) for s, stanza in candidates if stanza["Version"] == package.version]
+    if not same:
+        versions = ", ".join(sorted({str(stanza["Version"]) for _, stanza in candidates}))
+        message = f"{package.version} is not in the signed index, which has {versions}"
+        return [Problem(shown, None, f"{field}.version", f"{message}; {hint}")]
+    for source, stanza in same:
+        if unquote(package.url) == f"{source.url}/{stanza['Filename']}":
+            break
+    else:
+        source, stanza = same[0]
+        message = f"{package.url} is not the signed index's {source.url}/{stanza['Filename']}"
+        return [Problem(shown, None, f"{field}.url", f"{message}; {hint}")]
+    found = []
+    if package.sha256 != stanza["SHA256"]:
+        message = f"{package.sha256} is not the signed index's sha256 {stanza['SHA256']}"
+        found.append(Problem(shown, None, f"{field}.sha256", f"{message}; {hint}"))
+    if str(package.size) != stanza["Size"]:
+        message = f"{package.size} is not the signed index's size {stanza['Size']}"
+        found.append(Problem(shown, None, f"{field}.size", f"{message}; {hint}"))
+    return found

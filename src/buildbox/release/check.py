@@ -4,19 +4,65 @@ from __future__ import annotations
 
 from buildbox.compat import check_box
 from buildbox.define import project as project_stage
+from buildbox.define.boxes import Box
+from buildbox.define.lock import (
+    DEFAULT_KEYRING,
+    LOCK_FILE,
+    PROOF_DIR,
+    keyring_files,
+    proof_problems,
+)
 from buildbox.define.project import Project
 from buildbox.errors import BuildboxError, Problem
-from buildbox.fetch import Fetcher, wanted_for
+from buildbox.fetch import Fetcher, wanted_for, wanted_indices
 from buildbox.release import record
 from buildbox.settings import Settings
 
 
-def check_project(settings: Settings) -> tuple[Project, list[Problem]]:
-    """Every problem of every box and of the library, and every released version whose inputs
-    changed without a version bump."""
+def check_project(settings: Settings, fetcher: Fetcher) -> tuple[Project, list[Problem]]:
+    """Every problem of every box and of the library, every package lock its signed proof does
+    not vouch for, and every released version whose inputs changed without a version bump."""
     project, problems = project_stage.check(settings)
     found = {*problems, *record.unbumped_versions(project)}
+    for box in project.boxes:
+        found.update(lock_proof_problems(box, project, fetcher))
     return project, sorted(found, key=project_stage.reading_order)
+
+
+def lock_proof_problems(box: Box, project: Project, fetcher: Fetcher) -> list[Problem]:
+    """The box's package lock re-derived from its proof (``define.lock.proof_problems``) with
+    the keyring the project pins; the Packages indices come through the verified cache, fetched
+    by hash when absent. An index that cannot be had fails the check (nothing is skipped)."""
+    lock = box.lock
+    if lock is None:
+        return []
+    settings = project.settings
+    shown = settings.shown(box.directory / LOCK_FILE)
+    hint = f"run `invoke lock {box.name}`"
+    if box.bootstrap is not None:
+        named = box.bootstrap.keyring or DEFAULT_KEYRING
+        if lock.keyring != named:
+            message = f"verified with {lock.keyring or 'no keyring'}, not {named}; {hint}"
+            return [Problem(shown, None, "keyring", message)]
+    try:
+        keyring = keyring_files(settings.root, lock.keyring)
+    except ValueError as error:
+        return [Problem(shown, None, "keyring", f"{error}; {hint}")]
+    indices, found = {}, []
+    for want in wanted_indices(box.name, lock):
+        try:
+            [fetched] = fetcher.fetch_all([want])
+        except BuildboxError as error:
+            reason = str(error).splitlines()[-1].strip()  # names the index and its URL
+            field = f"platforms.{want.platform}.sources"
+            found.append(Problem(shown, None, field, f"not verified: {reason}"))
+            continue
+        indices[want.sha256] = fetched.path
+    if found:
+        return found
+    proof_dir = box.directory / PROOF_DIR
+    proofs = {n: (proof_dir / n).read_bytes() for n in lock.proofs if (proof_dir / n).is_file()}
+    return proof_problems(lock, shown, proofs, keyring, indices, box.name)
 
 
 def binary_problems(project: Project, fetcher: Fetcher) -> list[Problem]:

@@ -69,7 +69,8 @@ def check(ctx: Context, deep: bool = False) -> None:
     from buildbox.release.check import binary_problems, check_project
 
     found = settings(ctx)
-    project, problems = check_project(found)
+    # The package locks' Packages indices, verified like any download (fetched when absent).
+    project, problems = check_project(found, Fetcher(found, output.LogProgress(sys.stderr)))
     if deep and not problems:
         wanted = sum(len(b.components) * len(b.platforms) for b in project.boxes)
         with output.fetch_progress(sys.stderr, wanted) as progress:
@@ -100,10 +101,15 @@ def lock(ctx: Context, box: str, platform: str | None = None, dry_run: bool = Fa
     from buildbox import resolve
     from buildbox.build.engine import Engine
     from buildbox.define.lock import LOCK_FILE
+    from buildbox.fetch import Fetcher
 
     project, chosen = load(ctx, box, check_lock=False)
+    fetcher = Fetcher(project.settings, output.LogProgress(sys.stderr))
     with Engine.connect() as engine:
-        new = resolve.resolve_box(project, chosen, engine=engine, platform=platform)
+        resolution = resolve.resolve_box(
+            project, chosen, engine=engine, fetcher=fetcher, platform=platform
+        )
+    new = resolution.lock
     found = resolve.changes(chosen.lock, new)
     if found:
         print(
@@ -117,7 +123,7 @@ def lock(ctx: Context, box: str, platform: str | None = None, dry_run: bool = Fa
     if dry_run:
         print(f"dry run: {where} is unchanged ({len(found)} change(s); packages {counts})")
     else:
-        resolve.write(chosen, new)
+        resolve.write(chosen, resolution)
         print(f"wrote {where}: packages {counts}")
 
 
