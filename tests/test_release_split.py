@@ -68,18 +68,22 @@ def test_sign_digest_takes_a_sha256_digest_only(tmp_path: Path, digest: str) -> 
 
 
 def test_push_only_never_asks_for_a_signing_key(tmp_path: Path) -> None:
-    """A key that is missing stops a plain release before it builds; the push stage has no use
-    for one (the build job holds no key and no OIDC token)."""
+    """A key that is missing stops a plain release before it builds (test_signing); the push
+    stage has no use for one (the build job holds no key and no OIDC token): it goes on to what
+    it needs, the engine and then a commit to build from."""
     root = make_project(tmp_path / "p")
     config = root / "invoke.yaml"
-    config.write_text(config.read_text().replace('signing_key: ""', 'signing_key: "gone.key"'))
-    plain = run_cli(root, "release", "demo")
-    assert "signing_key" in plain.stderr
+    config.write_text(
+        config.read_text()
+        .replace('signing_key: ""', 'signing_key: "gone.key"')
+        .replace('registry: ""', 'registry: "registry.invalid/buildbox"')  # no local registry
+    )
     pushed = run_cli(root, "release", "demo", "--push-only")
     assert pushed.returncode == 1
-    assert "signing_key" not in pushed.stderr, pushed.stderr
-    # The next thing it needs: a commit to build from (the project is no git checkout).
-    assert "a release is built from a git commit" in pushed.stderr
+    [line] = pushed.stderr.strip().splitlines()
+    assert line.startswith(
+        ("buildbox: cannot reach the Docker engine", "buildbox: a release is built from a git")
+    ), line
 
 
 # --- the sign stage on a loopback registry ------------------------------------------------------
@@ -384,3 +388,20 @@ def test_push_only_pushes_by_digest_and_the_sign_stage_completes_it(
     assert (root / entry.platforms["linux/amd64"].sbom_path).is_file()
     again = run_cli(root, "release", "--box=fixture")
     assert f"fixture v1 is already released: {entry.reference}" in again.stdout
+
+
+@pytest.mark.integration
+def test_one_platform_image_of_a_two_platform_box_is_refused(signing: Signing) -> None:
+    """Given the amd64 image instead of the index: the release would lack arm64."""
+    pushed = push_by_hand(signing)
+    amd64 = pushed.images["linux/amd64"]
+    result = run_cli(signing.root, "release", "demo", f"--sign-digest={amd64}")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        (
+            f"buildbox: {signing.name}@{amd64} is not what a release of linux/amd64, "
+            f"linux/arm64 pushes (a {OCI_MANIFEST} over 1 image(s)); give the index digest "
+            "`invoke release --push-only` printed"
+        )
+    ]
+    assert_nothing_signed_tagged_or_recorded(signing, pushed)

@@ -298,17 +298,15 @@ def read_pushed(
             f"{where}@{digest} is not in the registry; run `invoke release --push-only` first "
             "and give the index digest it printed"
         )
+    # As push_by_digest pushes them: the image itself for one platform, an index for several.
     media_type = str(json.loads(top).get("mediaType"))
     if media_type == OCI_INDEX:
         images = {platform: documents.platform_entry(top, platform) or "" for platform in platforms}
         held = len(json.loads(top).get("manifests", []))
     else:
         images, held = {platforms[0]: digest}, 1
-    if (
-        media_type not in (OCI_INDEX, OCI_MANIFEST)
-        or held != len(platforms)
-        or not all(images.values())
-    ):
+    expected = OCI_INDEX if len(platforms) > 1 else OCI_MANIFEST
+    if media_type != expected or held != len(platforms) or not all(images.values()):
         raise BuildboxError(
             f"{where}@{digest} is not what a release of {', '.join(platforms)} pushes (a "
             f"{media_type} over {held} image(s)); give the index digest "

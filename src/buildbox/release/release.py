@@ -5,6 +5,11 @@ returned and looks nothing up again. A box with several platforms is released as
 index under one immutable tag; each platform image carries its own SBOM. The SBOM names the
 image by the digest it is published under, which exists once the image is prepared: so
 describe comes after prepare.
+
+Two stages, which CI runs in two jobs: the push stage (build → … → describe → push by digest;
+`--push-only`, no key) and the sign stage (sign, tag, record; `--sign-digest`, no engine, which
+first reads the pushed content back by digest and holds it to its own checkout). `release_box`
+is the two in one process.
 """
 
 from __future__ import annotations
@@ -39,8 +44,6 @@ from buildbox.verify import Report, require_passed, verify
 
 #: Files a release itself writes: their changes do not make the tree dirty for the next release.
 RELEASE_OUTPUTS = (record.RECORD_FILE, f"{COMMITTED_DIR}/")
-
-
 #: What --sign-digest takes: the digest `invoke release --push-only` printed.
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 #: The label that names the commit an image was built from (``build.labels.labels``).
