@@ -36,7 +36,9 @@ def invocations(script: str) -> list[list[str]]:
 
 def test_workflow_is_yaml_and_calls_only_existing_tasks_and_flags() -> None:
     workflow = YAML(typ="safe").load(WORKFLOW.read_text())
-    assert set(workflow["jobs"]) == {"test", "check", "plan", "build", "release"}
+    assert set(workflow["jobs"]) == {
+        "test", "check", "plan", "build", "release-build", "release-sign",
+    }  # fmt: skip
     ns = namespace(REPO)
     called = []
     for script in run_steps(workflow):
@@ -145,39 +147,72 @@ def test_every_action_is_pinned_by_commit_with_its_tag_beside_it() -> None:
         assert re.match(r"^ v\d+\.\d+\.\d+$", comment), f"no tag beside the pin: {line}"
 
 
-def test_only_the_release_job_holds_the_oidc_token_and_only_on_a_default_branch_tag() -> None:
+RELEASE_JOBS = ("release-build", "release-sign")
+
+
+def test_only_the_sign_job_holds_the_oidc_token_and_only_on_a_default_branch_tag() -> None:
     found = jobs()
     holders = [
         name for name, job in found.items() if (job.get("permissions") or {}).get("id-token")
     ]
-    assert holders == ["release"]
-    assert found["release"]["permissions"]["id-token"] == "write"
-    assert "startsWith(github.ref, 'refs/tags/buildbox/')" in found["release"]["if"]
+    assert holders == ["release-sign"]
+    assert found["release-sign"]["permissions"]["id-token"] == "write"
+    assert found["release-build"]["permissions"] == {"contents": "read", "packages": "write"}
+    for name in RELEASE_JOBS:
+        assert "startsWith(github.ref, 'refs/tags/buildbox/')" in found[name]["if"]
     workflow = YAML(typ="safe").load(WORKFLOW.read_text())
     assert workflow["permissions"] == {"contents": "read"}
 
 
-def test_the_release_job_checks_the_tag_is_on_the_default_branch_before_anything_runs() -> None:
-    steps = jobs()["release"]["steps"]
-    scripts = [step.get("run", "") for step in steps]
-    [check] = [i for i, script in enumerate(scripts) if "merge-base --is-ancestor" in script]
-    assert '"$GITHUB_SHA"' in scripts[check]
-    assert "github.event.repository.default_branch" in str(steps[check].get("env"))
-    first_install = next(i for i, script in enumerate(scripts) if "pip install" in script)
-    assert check < first_install, "nothing from the tag's tree runs before the check"
-    checkout = steps[0]
-    assert checkout["uses"].startswith("actions/checkout@")
-    assert checkout["with"]["persist-credentials"] is False
-    assert checkout["with"]["fetch-depth"] == 0, "the default branch's history is fetched"
+def test_the_release_is_built_in_one_job_and_signed_in_another_that_builds_nothing() -> None:
+    found = jobs()
+    build, sign = found["release-build"], found["release-sign"]
+    assert sign["needs"] == "release-build"
+    built = [words for s in build["steps"] for words in invocations(s.get("run", ""))]
+    signed = [words for s in sign["steps"] for words in invocations(s.get("run", ""))]
+    assert [w for w in built if w[0] == "release"] == [["release", "--box=X", "--push-only"]]
+    assert [w for w in signed if w[0] == "release"] == [["release", "--box=X", "--sign-digest=X"]]
+    # The build job: no key, no cosign, no signing identity; its digests go out as outputs.
+    assert "INVOKE_BUILDBOX_SIGNING_KEY" not in str(build)
+    assert not any("cosign" in step.get("uses", "") for step in build["steps"])
+    assert "steps.push.outputs" in build["outputs"]["index"]
+    # The sign job runs no build: no engine, no image built, imported or pushed by hand.
+    for step in sign["steps"]:
+        script = step.get("run", "")
+        assert not re.search(r"\b(docker|buildx|podman|mmdebstrap)\b", script), script
+    assert not {w[0] for w in signed} & {"build", "verify", "publish", "main", "reproduce", "sbom"}
+    # What the build job hands over reaches the sign job's shell as variables, never as text
+    # pasted into a script (a build job that was tampered with cannot inject commands).
+    for step in sign["steps"]:
+        assert "needs." not in step.get("run", ""), step["run"]
+    assert any(
+        "needs.release-build.outputs.index" in str(step.get("env")) for step in sign["steps"]
+    )
 
 
-def test_the_toolkit_is_installed_pinned_and_the_release_job_hashed() -> None:
+def test_both_release_jobs_check_the_tag_is_on_the_default_branch_before_anything_runs() -> None:
+    for name in RELEASE_JOBS:
+        steps = jobs()[name]["steps"]
+        scripts = [step.get("run", "") for step in steps]
+        [check] = [i for i, script in enumerate(scripts) if "merge-base --is-ancestor" in script]
+        assert '"$GITHUB_SHA"' in scripts[check]
+        assert "github.event.repository.default_branch" in str(steps[check].get("env"))
+        first_install = next(i for i, script in enumerate(scripts) if "pip install" in script)
+        assert check < first_install, f"{name}: nothing from the tag's tree runs before the check"
+        checkout = steps[0]
+        assert checkout["uses"].startswith("actions/checkout@")
+        assert checkout["with"]["persist-credentials"] is False
+        assert checkout["with"]["fetch-depth"] == 0, "the default branch's history is fetched"
+        assert checkout["with"]["ref"] == "${{ github.sha }}", "both jobs: the same commit"
+
+
+def test_the_toolkit_is_installed_pinned_and_the_release_jobs_hashed() -> None:
     for name, job in jobs().items():
         for step in job.get("steps", []):
             script = step.get("run", "")
             if "pip install" not in script:
                 continue
-            if name == "release":
+            if name in RELEASE_JOBS:
                 assert "pip install --require-hashes -r requirements-release.txt" in script
                 assert "pip install --no-deps --no-build-isolation --no-index ." in script
             else:
@@ -185,11 +220,12 @@ def test_the_toolkit_is_installed_pinned_and_the_release_job_hashed() -> None:
 
 
 def test_registry_credentials_reach_only_the_steps_that_talk_to_the_registry() -> None:
-    release = jobs()["release"]
-    assert "BUILDBOX_REGISTRY_PASSWORD" not in (release.get("env") or {})
-    for step in release["steps"]:
-        if "BUILDBOX_REGISTRY_PASSWORD" in (step.get("env") or {}):
-            assert re.search(r"\binvoke (release|verify-release|audit)\b", step["run"]), step
+    for name in RELEASE_JOBS:
+        job = jobs()[name]
+        assert "BUILDBOX_REGISTRY_PASSWORD" not in (job.get("env") or {})
+        for step in job["steps"]:
+            if "BUILDBOX_REGISTRY_PASSWORD" in (step.get("env") or {}):
+                assert re.search(r"\binvoke (release|verify-release|audit)\b", step["run"]), step
 
 
 def test_the_hashed_requirements_agree_with_the_constraints() -> None:

@@ -6,10 +6,15 @@ their SBOMs are all in the registry. A push that dies halfway leaves no tag; pus
 the blobs already there. Tags in registries such as the CNCF distribution registry are not
 immutable, and HEAD-then-PUT is a race: the tag is checked before anything is pushed, again
 before it is written, and read back after.
+
+A release can be pushed in two steps, apart: ``push_by_digest`` (everything but the tag), then
+``write_tag`` (sign, tag), with ``read_pushed`` reading the first step's content back by digest
+in between, every manifest and blob hash-checked.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -167,6 +172,26 @@ def push_image(
                 raise
 
 
+@dataclass(frozen=True)
+class Pushed:
+    """A release's content in the registry by digest, before any tag: what the tag will name
+    (``top``: the image manifest for one platform, an OCI index for several) and, per platform,
+    (image manifest digest, SBOM artifact digest)."""
+
+    top: bytes
+    media_type: str
+    platforms: dict[str, tuple[str, str]]
+
+    @property
+    def digest(self) -> str:
+        return digest_of(self.top)
+
+    @property
+    def images(self) -> dict[str, str]:
+        """Each platform's image manifest digest."""
+        return {platform: image for platform, (image, _) in self.platforms.items()}
+
+
 def push(
     registry: Registry,
     repository: str,
@@ -185,11 +210,31 @@ def push(
     ``sign`` runs after everything is pushed and before the tag is written, so a tag never
     names unsigned content.
     """
+    pushed = push_by_digest(
+        registry, repository, images, created, tag=tag if immutable else None, workers=workers,
+        mounts=mounts, progress=progress,
+    )  # fmt: skip
+    return write_tag(registry, repository, tag, pushed, immutable=immutable, sign=sign)
+
+
+def push_by_digest(
+    registry: Registry,
+    repository: str,
+    images: list[PlatformImage],
+    created: str,
+    *,
+    tag: str | None = None,
+    workers: int = 4,
+    mounts: Mapping[str, str] | None = None,
+    progress: PushProgress = SILENT,
+) -> Pushed:
+    """Every platform image and its SBOM referrer, then the index if several: all by digest,
+    no tag. An immutable ``tag`` that already names other content is refused first, so the
+    registry is left unchanged."""
     top, media_type = top_manifest(images)
-    digest = digest_of(top)
-    where = f"{registry.host}/{repository}:{tag}"
-    existing = registry.manifest_digest(repository, tag) if immutable else None
-    already = tag_state(where, existing, digest)
+    if tag is not None:
+        where = f"{registry.host}/{repository}:{tag}"
+        tag_state(where, registry.manifest_digest(repository, tag), digest_of(top))
     platforms = {}
     for entry in images:
         push_image(
@@ -200,17 +245,35 @@ def push(
         )
         platforms[entry.platform] = (entry.image.digest, sbom)
     if media_type == OCI_INDEX:
-        registry.put_manifest(repository, digest, top, OCI_INDEX)
+        registry.put_manifest(repository, digest_of(top), top, OCI_INDEX)
+    return Pushed(top, media_type, platforms)
+
+
+def write_tag(
+    registry: Registry,
+    repository: str,
+    tag: str,
+    pushed: Pushed,
+    *,
+    immutable: bool = True,
+    sign: Sign | None = None,
+) -> Published:
+    """Sign what was pushed (``sign``), then write the tag, last, and read it back. An immutable
+    tag that names other content is refused; one that names this content is left as it is."""
+    digest = pushed.digest
+    where = f"{registry.host}/{repository}:{tag}"
+    existing = registry.manifest_digest(repository, tag) if immutable else None
+    already = tag_state(where, existing, digest)
     if sign is not None:
-        sign(f"{registry.host}/{repository}", digest, {p: d for p, (d, _) in platforms.items()})
+        sign(f"{registry.host}/{repository}", digest, pushed.images)
     if not already:
 
-        def write_tag() -> None:
+        def put_tag() -> None:
             # Each attempt checks the tag again: another release may have written it meanwhile.
             if not tag_state(where, registry.manifest_digest(repository, tag), digest):
-                registry.put_manifest(repository, tag, top, media_type)
+                registry.put_manifest(repository, tag, pushed.top, pushed.media_type)
 
-        registry.retrying(f"tagging {where}", write_tag)
+        registry.retrying(f"tagging {where}", put_tag)
     now = registry.manifest_digest(repository, tag)
     if now != digest:
         raise RegistryError(
@@ -218,5 +281,53 @@ def push(
             "the same time. Investigate before anyone pins it."
         )
     return Published(
-        f"{registry.host}/{repository}", tag, digest, platforms, tagged_now=not already
+        f"{registry.host}/{repository}", tag, digest, pushed.platforms, tagged_now=not already
     )
+
+
+def read_pushed(
+    registry: Registry, repository: str, digest: str, platforms: list[str]
+) -> tuple[Pushed, dict[str, bytes], dict[str, bytes]]:
+    """What ``push_by_digest`` left under ``digest``, read back by digest, every manifest and
+    blob hash-checked: the content (its SBOM artifacts' digests included), each platform's
+    image config and SBOM. ``platforms`` are the ones it must hold, no more and no fewer."""
+    where = f"{registry.host}/{repository}"
+    top = referrers.manifest_by_digest(registry, repository, digest)
+    if top is None:
+        raise BuildboxError(
+            f"{where}@{digest} is not in the registry; run `invoke release --push-only` first "
+            "and give the index digest it printed"
+        )
+    # As push_by_digest pushes them: the image itself for one platform, an index for several.
+    media_type = str(json.loads(top).get("mediaType"))
+    if media_type == OCI_INDEX:
+        images = {platform: documents.platform_entry(top, platform) or "" for platform in platforms}
+        held = len(json.loads(top).get("manifests", []))
+    else:
+        images, held = {platforms[0]: digest}, 1
+    expected = OCI_INDEX if len(platforms) > 1 else OCI_MANIFEST
+    if media_type != expected or held != len(platforms) or not all(images.values()):
+        raise BuildboxError(
+            f"{where}@{digest} is not what a release of {', '.join(platforms)} pushes (a "
+            f"{media_type} over {held} image(s)); give the index digest "
+            "`invoke release --push-only` printed"
+        )
+    contents, configs, sboms = {}, {}, {}
+    for platform, image in images.items():
+        manifest = referrers.manifest_by_digest(registry, repository, image)
+        if manifest is None:
+            raise BuildboxError(f"{where}@{digest} names {image} ({platform}), which is missing")
+        config = json.loads(manifest).get("config", {}).get("digest", "")
+        configs[platform] = registry.get_blob(repository, config)
+        # One SBOM, whatever the number of artifacts carrying it: two that differ leave no
+        # way to tell which one the build made.
+        found = {sbom: d for d, sbom in referrers.sbom_artifacts(registry, repository, image)}
+        if len(found) != 1:
+            raise BuildboxError(
+                f"{where}@{image} ({platform}) has "
+                + ("no SBOM referrer" if not found else f"{len(found)} different SBOM referrers")
+                + "; push it with `invoke release --push-only` again"
+            )
+        [(sboms[platform], artifact)] = found.items()
+        contents[platform] = (image, artifact)
+    return Pushed(top, media_type, contents), configs, sboms

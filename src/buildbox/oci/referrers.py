@@ -60,13 +60,36 @@ def update_fallback_index(
 
 def find_sbom(registry: Registry, repository: str, subject: str) -> bytes | None:
     """The SBOM attached to ``subject``: through the referrers API, else the fallback index."""
+    found = sbom_artifacts(registry, repository, subject)
+    return found[0][1] if found else None
+
+
+def sbom_artifacts(registry: Registry, repository: str, subject: str) -> list[tuple[str, bytes]]:
+    """Every SBOM artifact whose subject is ``subject`` (through the referrers API, else the
+    fallback index): its manifest digest and the SBOM, each read by digest and hash-checked."""
     index = registry.referrers(repository, subject)
     if index is None:
         found = registry.get_manifest(repository, documents.fallback_tag(subject))
         index = json.loads(found[0]) if found else {"manifests": []}
+    artifacts = []
     for digest in documents.referrers_of_type(index, SBOM_TYPE):
-        manifest = registry.get_manifest(repository, digest)
-        blob = documents.sbom_layer(manifest[0], subject) if manifest else None
+        manifest = manifest_by_digest(registry, repository, digest)
+        blob = documents.sbom_layer(manifest, subject) if manifest else None
         if blob is not None:
-            return registry.get_blob(repository, blob)
-    return None
+            artifacts.append((digest, registry.get_blob(repository, blob)))
+    return artifacts
+
+
+def manifest_by_digest(registry: Registry, repository: str, digest: str) -> bytes | None:
+    """The manifest ``digest`` names, None when the registry has none; refused unless its bytes
+    hash to ``digest``. (``Registry.get_manifest`` is gaining this check; then this is it.)"""
+    found = registry.get_manifest(repository, digest)
+    if found is None:
+        return None
+    if digest_of(found[0]) != digest:
+        raise RegistryError(
+            f"the registry {registry.host} served other content for {registry.host}/{repository}"
+            f"@{digest}: it hashes to {digest_of(found[0])}; refused (the registry, a mirror or "
+            "a proxy changed it)"
+        )
+    return found[0]

@@ -23,7 +23,14 @@ from buildbox.define.project import Project
 from buildbox.errors import BuildboxError
 from buildbox.oci import image
 from buildbox.oci.image import PreparedImage
-from buildbox.oci.push import PlatformImage, Published, PushProgress, Sign, push
+from buildbox.oci.push import (
+    PlatformImage,
+    Published,
+    Pushed,
+    PushProgress,
+    push,
+    push_by_digest,
+)
 from buildbox.oci.refs import Reference
 from buildbox.oci.registry import Registry, RegistryError, open_registry
 from buildbox.release import record
@@ -74,22 +81,45 @@ def publish(
     releases: list[record.Release],
     *,
     dev: bool = False,
-    sign: Sign | None = None,
     progress: PushProgress,
 ) -> Published:
-    """The publish stage: every platform's image and SBOM, then the tag (a dev tag when
-    ``dev``); blobs other releases on the registry hold are mounted, not uploaded."""
+    """The publish stage of ``invoke publish``: every platform's image and SBOM, then the tag (a
+    dev tag when ``dev``); blobs other releases on the registry hold are mounted, not
+    uploaded."""
     target = Reference.parse(labels.repository(project.settings.registry, box, dev=dev))
-    images = [
-        PlatformImage(d.built.platform, d.prepared, d.sbom.data, filename(box, d.built.platform))
-        for d in described
-    ]
     return push(
-        registry, target.repository, revision.short if dev else box.release_tag, images,
-        revision.timestamp, immutable=not dev, sign=sign,
+        registry, target.repository, revision.short if dev else box.release_tag,
+        platform_images(box, described), revision.timestamp, immutable=not dev,
         workers=project.settings.registry_workers,
         mounts=released_blobs(registry, releases, target), progress=progress,
     )  # fmt: skip
+
+
+def push_release(
+    project: Project,
+    box: Box,
+    described: list[Described],
+    registry: Registry,
+    revision: Revision,
+    releases: list[record.Release],
+    *,
+    progress: PushProgress,
+) -> Pushed:
+    """A release's push: every platform's image and SBOM, and the index, by digest; no
+    signature, no tag. A release tag that already names other content is refused first."""
+    target = Reference.parse(labels.repository(project.settings.registry, box))
+    return push_by_digest(
+        registry, target.repository, platform_images(box, described), revision.timestamp,
+        tag=box.release_tag, workers=project.settings.registry_workers,
+        mounts=released_blobs(registry, releases, target), progress=progress,
+    )  # fmt: skip
+
+
+def platform_images(box: Box, described: list[Described]) -> list[PlatformImage]:
+    return [
+        PlatformImage(d.built.platform, d.prepared, d.sbom.data, filename(box, d.built.platform))
+        for d in described
+    ]
 
 
 def publish_box(

@@ -5,13 +5,21 @@ returned and looks nothing up again. A box with several platforms is released as
 index under one immutable tag; each platform image carries its own SBOM. The SBOM names the
 image by the digest it is published under, which exists once the image is prepared: so
 describe comes after prepare.
+
+Two stages, which CI runs in two jobs: the push stage (build → … → describe → push by digest;
+`--push-only`, no key) and the sign stage (sign, tag, record; `--sign-digest`, no engine, which
+first reads the pushed content back by digest and holds it to its own checkout). `release_box`
+is the two in one process.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from buildbox.build import labels
 from buildbox.build.build import build_box
@@ -22,19 +30,26 @@ from buildbox.define.project import Project
 from buildbox.digests import digest_of
 from buildbox.errors import BuildboxError
 from buildbox.fetch import Fetcher
-from buildbox.oci.push import Published, PushProgress
+from buildbox.oci.push import Published, Pushed, PushProgress, read_pushed, write_tag
 from buildbox.oci.refs import Reference
 from buildbox.oci.registry import Registry, open_registry
 from buildbox.release import record, signing
 from buildbox.release.audit import audit_release
-from buildbox.release.publish import Described, prepare, publish
+from buildbox.release.publish import Described, prepare, push_release
 from buildbox.sbom import cyclonedx
+from buildbox.sbom.cyclonedx import Sbom
 from buildbox.sbom.paths import COMMITTED_DIR
 from buildbox.source import Revision
 from buildbox.verify import Report, require_passed, verify
 
 #: Files a release itself writes: their changes do not make the tree dirty for the next release.
 RELEASE_OUTPUTS = (record.RECORD_FILE, f"{COMMITTED_DIR}/")
+#: What --sign-digest takes: the digest `invoke release --push-only` printed.
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+#: The label that names the commit an image was built from (``build.labels.labels``).
+REVISION_LABEL = "org.opencontainers.image.revision"
+#: The SBOM property that names the image it describes (``sbom.cyclonedx``).
+IMAGE_DIGEST = f"{cyclonedx.PREFIX}image-digest"
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,37 @@ class Released:
     new: bool
     #: The verify report of each platform image (none when nothing was built).
     reports: tuple[Report, ...] = ()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A release in the registry by digest, not yet signed, tagged or recorded: what the push
+    stage hands the sign stage, in memory (`invoke release`) or through the registry
+    (`--push-only`, then `--sign-digest`)."""
+
+    pushed: Pushed
+    #: Per platform: its SBOM, as pushed in its referrer.
+    sboms: dict[str, Sbom]
+    inputs_digest: str
+
+
+@dataclass(frozen=True)
+class Digests:
+    """What `invoke release --push-only` prints, one JSON line for ``$GITHUB_OUTPUT``: the sign
+    stage is given ``index`` (the tag's digest: the OCI index, or the one image)."""
+
+    box: str
+    version: str
+    inputs_digest: str
+    repository: str
+    index: str
+    platforms: dict[str, str]
+    #: False when the version was already released: nothing was built or pushed.
+    new: bool
+
+    def line(self) -> str:
+        shown = {k: v for k, v in dataclasses.asdict(self).items() if k != "new"}
+        return json.dumps(shown, sort_keys=True)
 
 
 def release_box(
@@ -56,48 +102,222 @@ def release_box(
     log: Callable[[str], None],
     progress: PushProgress,
 ) -> Released:
-    """Build, verify, prepare, describe, publish and record the box's current version."""
+    """Build, verify, prepare, describe, push, then sign, tag and record the box's current
+    version: the push stage and the sign stage, in one process."""
     settings = project.settings
     releases = record.load(settings.root)
     signing.signing_key(settings)  # a key that is not there fails now, not after building
     digest = inputs_digest(box, project.library, settings)
-    target = Reference.parse(labels.repository(settings.registry, box))
-    with open_registry(target, settings) as registry:
-        existing = record.find(releases, box.name, box.version)
+    with open_registry(_target(project, box), settings) as registry:
+        existing = _complete(project, box, digest, releases, registry, log)
         if existing is not None:
-            problems = already_released(project, box, existing, digest, releases, registry)
-            if not problems:
-                return Released(existing, new=False)
-            log(
-                f"{existing.reference} is recorded but incomplete ({'; '.join(problems)}); "
-                "completing"
+            return Released(existing, new=False)
+        revision = releasable(box, revision)
+        candidate, reports = _push(
+            project, box, digest, registry, releases, engine=engine, fetcher=fetcher,
+            revision=revision, log=log, progress=progress,
+        )  # fmt: skip
+        release = _sign(project, box, candidate, registry, revision, releases)
+    return Released(release, new=True, reports=reports)
+
+
+def push_box(
+    project: Project,
+    box: Box,
+    *,
+    engine: Engine,
+    fetcher: Fetcher,
+    revision: Revision,
+    log: Callable[[str], None],
+    progress: PushProgress,
+) -> Digests:
+    """The push stage alone (`invoke release --push-only`): build, verify, prepare, describe
+    and push by digest; no key is read, nothing is signed, tagged or recorded."""
+    settings = project.settings
+    releases = record.load(settings.root)
+    digest = inputs_digest(box, project.library, settings)
+    target = _target(project, box)
+    with open_registry(target, settings) as registry:
+        existing = _complete(project, box, digest, releases, registry, log)
+        if existing is not None:
+            images = {platform: facts.digest for platform, facts in existing.platforms.items()}
+            return Digests(
+                box.name, box.version, digest, target.name, existing.digest, images, new=False
             )
         revision = releasable(box, revision)
-        # From scratch: a layer reused from an older build would carry that build's file
-        # times, which normalisation keeps (they are older than the commit), so the digest
-        # would depend on the engine's cache. Built anew, every file is clamped to the commit.
-        built = [
-            build_box(project, box, platform, engine=engine, fetcher=fetcher, revision=revision,
-                      log=log, no_cache=True)
-            for platform in box.platforms
-        ]  # fmt: skip
-        reports = [
-            require_passed(verify(engine, project, box, b), "it is not released") for b in built
-        ]
-        prepared = [prepare(engine, b, settings, revision.epoch, log) for b in built]
-        described = [
-            Described(
-                b, r, p, cyclonedx.describe(engine, project, box, b, r, revision, p, target.name)
-            )
-            for b, r, p in zip(built, reports, prepared, strict=True)
-        ]
-        sboms = {d.built.platform: d.sbom.text for d in described}
-        published = publish(
-            project, box, described, registry, revision, releases,
-            sign=signing.signer(project, box, revision, digest, sboms), progress=progress,
+        candidate, _ = _push(
+            project, box, digest, registry, releases, engine=engine, fetcher=fetcher,
+            revision=revision, log=log, progress=progress,
         )  # fmt: skip
-    release = record_release(project, box, described, published, digest, revision, releases)
-    return Released(release, new=True, reports=tuple(reports))
+    pushed = candidate.pushed
+    return Digests(
+        box.name, box.version, digest, target.name, pushed.digest, pushed.images, new=True
+    )
+
+
+def sign_pushed(
+    project: Project, box: Box, digest: str, *, revision: Revision, log: Callable[[str], None]
+) -> Released:
+    """The sign stage alone (`invoke release --sign-digest`), with no engine: ``digest`` (what
+    --push-only printed) read back from the registry, every manifest and blob hash-checked;
+    each image's labels and SBOM held to this checkout; then signed, tagged and recorded."""
+    digest = parse_digest(digest)
+    settings = project.settings
+    releases = record.load(settings.root)
+    signing.signing_key(settings)
+    inputs = inputs_digest(box, project.library, settings)
+    target = _target(project, box)
+    with open_registry(target, settings) as registry:
+        existing = _complete(project, box, inputs, releases, registry, log)
+        if existing is not None:
+            if existing.digest != digest:
+                raise BuildboxError(
+                    f"{box.name} {box.release_tag} is already released as {existing.reference}, "
+                    f"not {digest}; a released version is immutable"
+                )
+            return Released(existing, new=False)
+        revision = releasable(box, revision)
+        pushed, configs, sboms = read_pushed(
+            registry, target.repository, digest, list(box.platforms)
+        )
+        checked = {}
+        for platform, image in pushed.images.items():
+            where = f"{target.name}@{image} ({platform})"
+            built_here(where, json.loads(configs[platform]), box, platform, inputs, revision)
+            checked[platform] = sbom_of(where, image, platform, sboms[platform])
+        release = _sign(project, box, Candidate(pushed, checked, inputs), registry, revision,
+                        releases)  # fmt: skip
+    return Released(release, new=True)
+
+
+def parse_digest(text: str) -> str:
+    """``text`` as the digest --sign-digest takes; one clear line otherwise."""
+    if not _DIGEST.fullmatch(text):
+        raise BuildboxError(
+            f"--sign-digest={text} is not a digest: give the sha256:<64 hex> that "
+            "`invoke release --push-only` printed as index"
+        )
+    return text
+
+
+def built_here(
+    where: str,
+    config: dict[str, Any],
+    box: Box,
+    platform: str,
+    inputs: str,
+    revision: Revision,
+) -> None:
+    """Refuse an image whose labels do not say it was built from this checkout: this box and
+    version, these inputs, this commit, this platform (one line: the field and both values)."""
+    found = (config.get("config") or {}).get("Labels") or {}
+    expected = [
+        ("box", labels.LABEL_BOX, box.name),
+        ("version", labels.LABEL_VERSION, box.version),
+        ("inputs digest", labels.LABEL_INPUTS, inputs),
+        ("revision", REVISION_LABEL, revision.label),
+        ("platform", labels.LABEL_PLATFORM, platform),
+    ]
+    for field, label, wanted in expected:
+        if found.get(label) != wanted:
+            raise BuildboxError(
+                f"{where}: its {field} label ({label}) is {found.get(label) or 'missing'}, this "
+                f"checkout's is {wanted}: it was not built from this checkout; nothing was "
+                "signed or tagged"
+            )
+
+
+def sbom_of(where: str, image: str, platform: str, data: bytes) -> Sbom:
+    """The SBOM read from ``image``'s referrer: valid CycloneDX 1.6, and describing ``image``."""
+    sbom = Sbom.checked(platform, data.decode())
+    component = json.loads(data).get("metadata", {}).get("component", {})
+    named = {p.get("name"): p.get("value") for p in component.get("properties", [])}
+    described = named.get(IMAGE_DIGEST) or "no image"
+    if described != image:
+        raise BuildboxError(
+            f"{where}: its SBOM referrer describes {described}, not {image}; nothing was "
+            "signed or tagged"
+        )
+    return sbom
+
+
+def _target(project: Project, box: Box) -> Reference:
+    return Reference.parse(labels.repository(project.settings.registry, box))
+
+
+def _complete(
+    project: Project,
+    box: Box,
+    digest: str,
+    releases: list[record.Release],
+    registry: Registry,
+    log: Callable[[str], None],
+) -> record.Release | None:
+    """The recorded release of the box's version when it is complete (nothing to do); None
+    when there is none, or it is incomplete (said so: it is completed)."""
+    existing = record.find(releases, box.name, box.version)
+    if existing is None:
+        return None
+    problems = already_released(project, box, existing, digest, releases, registry)
+    if not problems:
+        return existing
+    log(f"{existing.reference} is recorded but incomplete ({'; '.join(problems)}); completing")
+    return None
+
+
+def _push(
+    project: Project,
+    box: Box,
+    digest: str,
+    registry: Registry,
+    releases: list[record.Release],
+    *,
+    engine: Engine,
+    fetcher: Fetcher,
+    revision: Revision,
+    log: Callable[[str], None],
+    progress: PushProgress,
+) -> tuple[Candidate, tuple[Report, ...]]:
+    """The push stage: build → verify → prepare → describe → push by digest, for every
+    platform (each step for all platforms before the next)."""
+    # From scratch: a layer reused from an older build would carry that build's file
+    # times, which normalisation keeps (they are older than the commit), so the digest
+    # would depend on the engine's cache. Built anew, every file is clamped to the commit.
+    built = [
+        build_box(project, box, platform, engine=engine, fetcher=fetcher, revision=revision,
+                  log=log, no_cache=True)
+        for platform in box.platforms
+    ]  # fmt: skip
+    reports = [require_passed(verify(engine, project, box, b), "it is not released") for b in built]
+    prepared = [prepare(engine, b, project.settings, revision.epoch, log) for b in built]
+    name = _target(project, box).name
+    described = [
+        Described(b, r, p, cyclonedx.describe(engine, project, box, b, r, revision, p, name))
+        for b, r, p in zip(built, reports, prepared, strict=True)
+    ]
+    pushed = push_release(project, box, described, registry, revision, releases, progress=progress)
+    sboms = {d.built.platform: d.sbom for d in described}
+    return Candidate(pushed, sboms, digest), tuple(reports)
+
+
+def _sign(
+    project: Project,
+    box: Box,
+    candidate: Candidate,
+    registry: Registry,
+    revision: Revision,
+    releases: list[record.Release],
+) -> record.Release:
+    """The sign stage: sign and attest what was pushed (with a key), write the tag last, and
+    record the release."""
+    texts = {platform: sbom.text for platform, sbom in candidate.sboms.items()}
+    published = write_tag(
+        registry, _target(project, box).repository, box.release_tag, candidate.pushed,
+        sign=signing.signer(project, box, revision, candidate.inputs_digest, texts),
+    )  # fmt: skip
+    return record_release(
+        project, box, candidate.sboms, published, candidate.inputs_digest, revision, releases
+    )
 
 
 def already_released(
@@ -141,7 +361,7 @@ def releasable(box: Box, revision: Revision) -> Revision:
 def record_release(
     project: Project,
     box: Box,
-    described: list[Described],
+    sboms: dict[str, Sbom],
     published: Published,
     digest: str,
     revision: Revision,
@@ -150,14 +370,13 @@ def record_release(
     """The record stage: the SBOMs committed under sbom/, the release in the record."""
     root = project.settings.root
     platforms = {}
-    for each in described:
-        platform = each.built.platform
+    for platform, sbom in sboms.items():
         path = record.committed_sbom(root, box, platform)
-        cyclonedx.write(path, each.sbom)
+        cyclonedx.write(path, sbom)
         platforms[platform] = record.PlatformRelease(
             digest=published.platforms[platform][0],
             sbom_path=project.settings.shown(path),
-            sbom_digest=digest_of(each.sbom.data),
+            sbom_digest=digest_of(sbom.data),
         )
     release = record.Release(
         box=box.name,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from invoke.context import Context
 from invoke.exceptions import Exit
@@ -22,6 +23,11 @@ from buildbox.tasks._common import (
     release_version,
     settings,
 )
+
+if TYPE_CHECKING:
+    from buildbox.define.boxes import Box
+    from buildbox.define.project import Project
+    from buildbox.release.release import Digests, Released
 
 
 @task(
@@ -155,17 +161,49 @@ def publish(ctx: Context, box: str, dev: bool = False) -> None:
     help={
         "box": "The box to release (its current version in box.yaml, all its platforms).",
         "builder": BUILDER_HELP,
+        "push_only": "Only build, verify and push by digest (images, SBOM referrers, index); "
+        "no key, no signature, no tag, no record. Prints the digests as one JSON line.",
+        "sign_digest": "Only sign, tag and record what --push-only pushed (its index digest), "
+        "read back from the registry and checked against this checkout; needs no engine.",
     },
 )
 @fails_cleanly
-def release(ctx: Context, box: str, builder: str | None = None) -> None:
-    """Build, verify, write the SBOMs, publish and record a box version: the one push-button."""
+def release(
+    ctx: Context,
+    box: str,
+    builder: str | None = None,
+    push_only: bool = False,
+    sign_digest: str | None = None,
+) -> None:
+    """Build, verify, write the SBOMs, publish and record a box version: the one push-button.
+
+    In CI the two halves run in two jobs: --push-only where the build runs, --sign-digest where
+    the signing identity is."""
     from buildbox import local_registry
     from buildbox.release.record import RECORD_FILE
+    from buildbox.release.release import parse_digest
 
+    if push_only and sign_digest is not None:
+        raise BuildboxError(
+            "--push-only and --sign-digest are the two stages of a release, run apart: give one "
+            "of them"
+        )
+    if sign_digest is not None:
+        parse_digest(sign_digest)
     project, chosen = load(ctx, box, builder=builder)
     local_registry.ensure_running(project.settings)
-    done = release_version(project, chosen)
+    if push_only:
+        # The JSON alone on stdout, for $GITHUB_OUTPUT; what happens on the way, on stderr.
+        pushed = _push_version(project, chosen)
+        if not pushed.new:
+            print(f"{chosen.name} {chosen.release_tag} is already released", file=sys.stderr)
+        print(pushed.line())
+        return
+    done = (
+        _sign_version(project, chosen, sign_digest)
+        if sign_digest is not None
+        else release_version(project, chosen)
+    )
     if done.new:
         print(f"released {done.release.reference}")
         if project.settings.signing_key:
@@ -177,6 +215,28 @@ def release(ctx: Context, box: str, builder: str | None = None) -> None:
         print(f"recorded in {RECORD_FILE}; SBOMs: {sboms}: commit them")
     else:
         print(f"{chosen.name} {chosen.release_tag} is already released: {done.release.reference}")
+
+
+def _push_version(project: Project, box: Box) -> Digests:
+    """The push stage of a release: downloads and uploads reported on stderr."""
+    from buildbox.release.release import push_box
+    from buildbox.source import revision
+
+    shown = output.upload_progress(sys.stderr)
+    artifacts = len(box.components) * len(box.platforms)
+    with engine_and_fetcher(project.settings, artifacts) as (engine, fetcher):
+        return push_box(
+            project, box, engine=engine, fetcher=fetcher,
+            revision=revision(project.settings.root), log=shown.line, progress=shown,
+        )  # fmt: skip
+
+
+def _sign_version(project: Project, box: Box, digest: str) -> Released:
+    """The sign stage of a release: no engine."""
+    from buildbox.release.release import sign_pushed
+    from buildbox.source import revision
+
+    return sign_pushed(project, box, digest, revision=revision(project.settings.root), log=print)
 
 
 @task(
