@@ -292,12 +292,13 @@ def read_pushed(
     blob hash-checked: the content (its SBOM artifacts' digests included), each platform's
     image config and SBOM. ``platforms`` are the ones it must hold, no more and no fewer."""
     where = f"{registry.host}/{repository}"
-    top = referrers.manifest_by_digest(registry, repository, digest)
-    if top is None:
+    found = registry.get_manifest(repository, digest)  # hash-checked: read by digest
+    if found is None:
         raise BuildboxError(
             f"{where}@{digest} is not in the registry; run `invoke release --push-only` first "
             "and give the index digest it printed"
         )
+    top = found[0]
     # As push_by_digest pushes them: the image itself for one platform, an index for several.
     media_type = str(json.loads(top).get("mediaType"))
     if media_type == OCI_INDEX:
@@ -314,20 +315,25 @@ def read_pushed(
         )
     contents, configs, sboms = {}, {}, {}
     for platform, image in images.items():
-        manifest = referrers.manifest_by_digest(registry, repository, image)
-        if manifest is None:
+        image_found = registry.get_manifest(repository, image)
+        if image_found is None:
             raise BuildboxError(f"{where}@{digest} names {image} ({platform}), which is missing")
+        manifest = image_found[0]
         config = json.loads(manifest).get("config", {}).get("digest", "")
         configs[platform] = registry.get_blob(repository, config)
         # One SBOM, whatever the number of artifacts carrying it: two that differ leave no
         # way to tell which one the build made.
-        found = {sbom: d for d, sbom in referrers.sbom_artifacts(registry, repository, image)}
-        if len(found) != 1:
+        carried = {sbom: d for d, sbom in referrers.sbom_artifacts(registry, repository, image)}
+        if len(carried) != 1:
             raise BuildboxError(
                 f"{where}@{image} ({platform}) has "
-                + ("no SBOM referrer" if not found else f"{len(found)} different SBOM referrers")
+                + (
+                    "no SBOM referrer"
+                    if not carried
+                    else f"{len(carried)} different SBOM referrers"
+                )
                 + "; push it with `invoke release --push-only` again"
             )
-        [(sboms[platform], artifact)] = found.items()
+        [(sboms[platform], artifact)] = carried.items()
         contents[platform] = (image, artifact)
     return Pushed(top, media_type, contents), configs, sboms

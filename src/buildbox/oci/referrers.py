@@ -73,23 +73,9 @@ def sbom_artifacts(registry: Registry, repository: str, subject: str) -> list[tu
         index = json.loads(found[0]) if found else {"manifests": []}
     artifacts = []
     for digest in documents.referrers_of_type(index, SBOM_TYPE):
-        manifest = manifest_by_digest(registry, repository, digest)
+        found = registry.get_manifest(repository, digest)  # hash-checked: read by digest
+        manifest = found[0] if found else None
         blob = documents.sbom_layer(manifest, subject) if manifest else None
         if blob is not None:
             artifacts.append((digest, registry.get_blob(repository, blob)))
     return artifacts
-
-
-def manifest_by_digest(registry: Registry, repository: str, digest: str) -> bytes | None:
-    """The manifest ``digest`` names, None when the registry has none; refused unless its bytes
-    hash to ``digest``. (``Registry.get_manifest`` is gaining this check; then this is it.)"""
-    found = registry.get_manifest(repository, digest)
-    if found is None:
-        return None
-    if digest_of(found[0]) != digest:
-        raise RegistryError(
-            f"the registry {registry.host} served other content for {registry.host}/{repository}"
-            f"@{digest}: it hashes to {digest_of(found[0])}; refused (the registry, a mirror or "
-            "a proxy changed it)"
-        )
-    return found[0]
