@@ -14,11 +14,13 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 from debian import deb822
 
 from artifact_server import ArtifactServer
+from buildbox.build.engine import Engine
 from buildbox.define import project
 from buildbox.define.lock import (
     LOCK_FILE,
@@ -31,11 +33,14 @@ from buildbox.define.lock import (
     keyring_files,
     verify_inrelease,
 )
-from buildbox.errors import Problem
+from buildbox.errors import BuildboxError, Problem
 from buildbox.fetch import Fetcher
+from buildbox.oci.push import SILENT
 from buildbox.output import LogProgress
 from buildbox.release.check import check_project
+from buildbox.release.release import push_box
 from buildbox.resolve import parse_sources, proof_name
+from buildbox.source import Revision
 from projects import BASE, REPO, make_project, settings_for, write_yaml
 
 SUITE = "test"
@@ -358,3 +363,22 @@ def test_the_proof_stays_out_of_the_build_context(archive: Archive) -> None:
     loaded = project.load(settings_for(archive.root))
     files = [p.relative_to(archive.root).as_posix() for p in loaded.box("demo").files()]
     assert files == ["buildboxes/demo/Dockerfile"]
+
+
+def test_a_release_refuses_a_lock_its_proof_does_not_vouch_for(archive: Archive) -> None:
+    """The release checks the proof itself, before building: it does not rely on someone having
+    run `invoke check` (no engine is touched: the one given here would fail on any use)."""
+    archive.edit(lambda d: package(d, "make").update(sha256="0" * 64))
+    settings = dataclasses.replace(settings_for(archive.root), fetch_retries=0)
+    loaded = project.load(settings)
+    fetcher = Fetcher(settings, LogProgress(io.StringIO()))
+    with pytest.raises(
+        BuildboxError,
+        match=r"(?s)demo is not released: its package lock is not "
+        r"what the archive signed:.*make\.sha256: 0{64} is not the signed index",
+    ):
+        push_box(
+            loaded, loaded.box("demo"), engine=cast(Engine, object()), fetcher=fetcher,
+            revision=Revision("a" * 40, dirty=False, epoch=1), log=lambda line: None,
+            progress=SILENT,
+        )  # fmt: skip

@@ -35,6 +35,7 @@ from buildbox.oci.refs import Reference
 from buildbox.oci.registry import Registry, open_registry
 from buildbox.release import record, signing
 from buildbox.release.audit import audit_release
+from buildbox.release.check import lock_proof_problems
 from buildbox.release.publish import Described, prepare, push_release
 from buildbox.sbom import cyclonedx
 from buildbox.sbom.cyclonedx import Sbom
@@ -279,7 +280,9 @@ def _push(
     progress: PushProgress,
 ) -> tuple[Candidate, tuple[Report, ...]]:
     """The push stage: build → verify → prepare → describe → push by digest, for every
-    platform (each step for all platforms before the next)."""
+    platform (each step for all platforms before the next), from a package lock its signed
+    proof still vouches for."""
+    require_proven_lock(project, box, fetcher)
     # From scratch: a layer reused from an older build would carry that build's file
     # times, which normalisation keeps (they are older than the commit), so the digest
     # would depend on the engine's cache. Built anew, every file is clamped to the commit.
@@ -298,6 +301,19 @@ def _push(
     pushed = push_release(project, box, described, registry, revision, releases, progress=progress)
     sboms = {d.built.platform: d.sbom for d in described}
     return Candidate(pushed, sboms, digest), tuple(reports)
+
+
+def require_proven_lock(project: Project, box: Box, fetcher: Fetcher) -> None:
+    """Refuse to release from a package lock that its proof (the archive's signed InRelease,
+    the pinned keyring, the index) does not vouch for: what `invoke check` says, again here,
+    because a release must not depend on someone having run it."""
+    problems = lock_proof_problems(box, project, fetcher)
+    if problems:
+        lines = "\n  ".join(str(problem) for problem in problems)
+        raise BuildboxError(
+            f"{box.name} is not released: its package lock is not what the archive signed:\n"
+            f"  {lines}"
+        )
 
 
 def _sign(
