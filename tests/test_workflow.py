@@ -248,3 +248,11 @@ def test_the_hashed_requirements_agree_with_the_constraints() -> None:
     assert not drifted, f"requirements-release.txt and constraints.txt differ: {drifted}"
     blocks = re.split(r"\n(?=[a-z0-9])", text.split("\n\n", 1)[-1].strip())
     assert all("--hash=sha256:" in block for block in blocks if "==" in block)
+
+
+def test_no_run_script_has_an_expression_pasted_into_it() -> None:
+    """``${{ … }}`` in a run script is pasted into the shell text before it runs: a box name, a
+    tag or a job output would be code. Values reach scripts as environment variables."""
+    pasted = [script for script in run_steps(YAML(typ="safe").load(WORKFLOW.read_text()))
+              if "${{" in script]  # fmt: skip
+    assert pasted == []
