@@ -172,6 +172,13 @@ RULES: list[tuple[str, bool, str | None]] = [
     ("RUN alias get=curl", False, "alias"),
     ("RUN exec 3<>/dev/tcp/example.org/80", False, "/dev/tcp"),
     ("RUN ln -s /usr/bin/curl /usr/local/bin/fetch", False, "'curl' under another name"),
+    ("RUN cp /bin/busybox /tmp/busybox2 && /tmp/busybox2 wget u", False, "'busybox' under another"),
+    ("RUN cp /bin/sh /tmp/x", False, "'sh' under another name"),
+    ("RUN install -m755 /usr/bin/python3.11 /tmp/py", False, "'python3.11' under another name"),
+    ("RUN cp /usr/bin/env /tmp/e", False, "'env' under another name"),
+    ("RUN ln -s /usr/bin/python3 /usr/bin/python", False, None),
+    ("RUN ln -sf /bin/bash /bin/sh", False, None),
+    ("RUN ln -s /bin/busybox /bin/ls", False, None),
     ("RUN trap 'curl -O https://example.org/x' EXIT", False, "downloads with 'curl'"),
     ("RUN /usr/bin/cu?l -O https://example.org/x", False, "which the shell expands"),
     ("RUN script -qc 'curl -O https://example.org/x' /dev/null", True, "downloads with 'curl'"),
@@ -334,11 +341,20 @@ def test_the_box_s_own_shell_scripts_are_read_like_its_run_lines(tmp_path: Path)
     (tmp_path / "vault.sh").write_text("#!/bin/sh\nset -eu\nsed -i -e 's|a|b|' /etc/x.repo\n")
     (tmp_path / "tools").mkdir()
     (tmp_path / "tools" / "get").write_text("#!/usr/bin/env bash\nset -e\n\ncurl -O https://x\n")
-    (tmp_path / "notes.txt").write_text("curl -O https://example.org/x\n")  # not a script
-    text = GOOD + "COPY tools/get /get\nRUN /get\n"
+    # No #! line, no .sh: still a script to `sh /notes`, or run directly (ENOEXEC: the shell
+    # runs it itself). Binary files and the lock's proof are not.
+    (tmp_path / "notes").write_text("echo ready\nwget https://example.org/x\n")
+    (tmp_path / "blob").write_bytes(b"\0curl -O https://example.org/x\n")
+    (tmp_path / "packages.proof").mkdir()
+    (tmp_path / "packages.proof" / "x_InRelease").write_text("-----BEGIN PGP SIGNED MESSAGE-----\n")
+    text = GOOD + "COPY tools/get /get\nCOPY notes /notes\nRUN /get && sh /notes\n"
     assert problems(tmp_path, text) == [
+        (
+            "notes:2: script: downloads with 'wget'; a box takes every download from "
+            "shared/components.yaml, fetched and verified by the toolkit"
+        ),
         (
             "tools/get:4: script: downloads with 'curl'; a box takes every download from "
             "shared/components.yaml, fetched and verified by the toolkit"
-        )
+        ),
     ]

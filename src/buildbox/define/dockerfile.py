@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
+from buildbox.define.lock import LOCK_FILE, PROOF_DIR
 from buildbox.errors import Problem
 from buildbox.oci.refs import is_pinned
 
@@ -285,22 +286,31 @@ def check_dockerfile(path: Path, shown: str, *, network: bool) -> list[Problem]:
     return problems
 
 
+#: A box's files that never reach the build as files (the lock's proof neither).
+_NOT_SCRIPTS = frozenset({"Dockerfile", "box.yaml", LOCK_FILE})
+
+
 def _box_script_problems(directory: Path, shown: PurePosixPath, network: bool) -> list[Problem]:
     """The box's own shell scripts, read like its RUN lines: `COPY get.sh` and `RUN sh /get.sh`
     must not carry a download past the rule. Symbolic links are not followed."""
     problems: list[Problem] = []
-    for root, _, names in sorted(os.walk(directory)):
+    for root, folders, names in sorted(os.walk(directory)):
+        folders[:] = [f for f in folders if Path(root, f) != directory / PROOF_DIR]
         for name in sorted(names):
             file = Path(root, name)
             if file.is_symlink() or not file.is_file():
                 continue
-            text = file.read_bytes().decode("utf-8", "replace")
-            if name != "Dockerfile" and _is_shell_script(text, name):
-                where = str(shown / file.relative_to(directory).as_posix())
-                problems.extend(
-                    Problem(where, line, "script", message)
-                    for line, message in dict.fromkeys(_script_lines(text, network, 0))
-                )
+            data = file.read_bytes()
+            # Any text file may be run as a script: `sh /notes`, or directly, where a shell runs
+            # a file with no #! line itself (ENOEXEC). Only what no shell reads is left out.
+            if name in _NOT_SCRIPTS or b"\0" in data:
+                continue
+            text = data.decode("utf-8", "replace")
+            where = str(shown / file.relative_to(directory).as_posix())
+            problems.extend(
+                Problem(where, line, "script", message)
+                for line, message in dict.fromkeys(_script_lines(text, network, 0))
+            )
     return problems
 
 
@@ -641,8 +651,7 @@ def _command(words: list[str], stdin: str | None, network: bool, depth: int) -> 
     if name not in {"[", "[["} and any(letter in name for letter in "*?[{"):
         return [f"runs a command named {name!r}, which the shell expands; {_TO_LITERAL}"]
     base = name.rsplit("/", 1)[-1]
-    family = match.group(1) if (match := _VERSIONED.match(base)) else base
-    family = "python" if family == "pypy" else family
+    family = _family(base)
     arguments = words[1:]
     if base == "eval":
         return [
@@ -872,6 +881,25 @@ def _editor(base: str, family: str, arguments: list[str]) -> list[str]:
     return []
 
 
+def _family(base: str) -> str:
+    """``python3.11`` is python, ``pip3`` pip: a versioned interpreter is its family."""
+    family = match.group(1) if (match := _VERSIONED.match(base)) else base
+    return "python" if family == "pypy" else family
+
+
+def _hides(tool: str, name: str) -> bool:
+    """Whether ``tool`` under the new ``name`` runs what the check can no longer name: a
+    downloader, a shell, a wrapper or an interpreter, unless the new name is read the same way
+    (``python3`` as ``python``, ``bash`` as ``sh``). busybox runs the applet its name says,
+    which the check reads by that name, or, named ``busybox…``, the one its first word says."""
+    if _family(tool) == _family(name) or (tool in _SHELLS and name in _SHELLS):
+        return False
+    if tool in {"busybox", "toybox"}:
+        return name.startswith(tool)
+    kinds = (_FETCHERS, {"curl", "wget"}, _SHELLS, _WRAPPERS, _CODE_OPTIONS)
+    return any(tool in kind or _family(tool) in kind for kind in kinds)
+
+
 def _renames(arguments: list[str]) -> list[str]:
     operands = [w for w in arguments if not w.startswith("-")]
     if len(operands) < 2 or operands[-1].endswith("/"):
@@ -879,7 +907,7 @@ def _renames(arguments: list[str]) -> list[str]:
     target = operands[-1].rsplit("/", 1)[-1]
     for source in operands[:-1]:
         tool = source.rsplit("/", 1)[-1]
-        if (tool in _FETCHERS or tool in {"curl", "wget"}) and tool != target:
+        if _hides(tool, target):
             return [
                 (
                     f"puts {tool!r} under another name ({operands[-1]!r}), which hides what later "
