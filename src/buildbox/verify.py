@@ -4,8 +4,9 @@ the describe stage (the SBOM) takes.
 
 All probes run in one container (no network, not privileged, removed afterwards): one shell script
 prints a marker, runs the probe, and prints its exit status, for each component in turn. For a box
-with a package lock the same script first prints the image's dpkg status database, what
-``dpkg --verify`` finds, and which packages own the files it names (:func:`package_checks`).
+with a package lock, verify reads the image's dpkg status database, and the same script first
+prints what ``dpkg --verify`` finds and which packages own the files it names
+(:func:`package_checks` compares them with the lock).
 """
 
 from __future__ import annotations
@@ -303,13 +304,6 @@ def parse_owners(output: str) -> dict[str, tuple[str, ...]]:
     return owners
 
 
-_WHAT = {
-    "content": "content differs",
-    "type": "no longer a regular file",
-    "unreadable": "cannot be read",
-}
-
-
 def package_checks(
     locked: Sequence[LockedPackage], platform: str, database: PackageDatabase
 ) -> list[Check]:
@@ -375,9 +369,9 @@ def _file_checks(database: PackageDatabase) -> list[Check]:
     changed: dict[str, list[str]] = {}
     edited = []
     for finding in findings:
-        names = owners.get(finding.path, ("(no package owns it)",))
         if finding.what == "missing":
             continue
+        names = owners.get(finding.path, ("(no package owns it)",))
         if finding.conffile:
             edited.append(f"{finding.path} ({', '.join(names)})")
             continue
