@@ -333,8 +333,9 @@ def package_checks(
     return checks + _file_checks(database)
 
 
-def _lock_problem(want: LockedPackage, found: list[DebPackage]) -> str | None:
+def _lock_problem(want: LockedPackage, stanzas: list[DebPackage]) -> str | None:
     locked = f"locked {want.version} ({want.architecture})"
+    found = [p for p in stanzas if p.state != "not-installed"]
     if not found:
         return f"{locked}; the image does not have it (the Dockerfile never installed it?)"
     same_arch = [p for p in found if p.architecture == want.architecture]
