@@ -43,10 +43,16 @@ def bootstrap_base(
     of its root filesystem)."""
     assert box.bootstrap is not None
     locked = box.locked(platform)
+    # Every locked package asked for by name: from the flat repository, libapt does not count
+    # apt as essential, so minbase alone left apt and its dependencies out (verify: image = lock).
+    options = [
+        *mmdebstrap_options(box, platform),
+        "--include=" + ",".join(sorted({p.name for p in locked})),
+    ]
     key = hashlib.sha256(
         "\n".join(
             [
-                *mmdebstrap_options(box, platform),
+                *options,
                 box.bootstrap.suite,
                 str(epoch),
                 *sorted(p.sha256 for p in locked),
@@ -80,7 +86,7 @@ def bootstrap_base(
         sources = f"deb {box.bootstrap.mirror} {suite} main"
         run_mmdebstrap(
             ["unshare", "--net", "mmdebstrap", "--mode=root", "--format=tar", "--skip=output/dev",
-             *mmdebstrap_options(box, platform),
+             *options,
              # Inside the image, apt points at the real archive, not at the build's repository.
              f"--customize-hook=echo '{sources}' > \"$1/etc/apt/sources.list\"",
              suite, str(rootfs), f"deb [trusted=yes] copy://{repo} ./"],
