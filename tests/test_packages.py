@@ -17,7 +17,7 @@ from docker import DockerClient
 
 from buildbox.resolve import snapshot_script
 from conftest import BaseImage, FixtureProject
-from projects import run_cli
+from projects import FIXTURES, run_cli
 from publishing import published_digest
 
 pytestmark = pytest.mark.integration
@@ -109,6 +109,53 @@ def test_lock_build_verify_and_sbom(packaged: FixtureProject, docker_client: Doc
     assert make["hashes"] == [{"alg": "SHA-256", "content": names["make"]["sha256"]}]
     assert make["externalReferences"][0]["url"] == names["make"]["url"]
     assert "hashes" not in components["bash"], "base packages are listed, not pinned by us"
+
+
+@pytest.mark.engine
+def test_verify_fails_when_the_image_is_not_what_the_lock_says(packaged: FixtureProject) -> None:
+    """Image equals lock: a locked package the Dockerfile never installs, and a file of one that
+    it changes afterwards, fail verify, each naming the package."""
+    root = packaged.root
+    packaged.set_box(packages=["hello"])
+    locked = run_cli(root, "lock", "fixture")
+    assert locked.returncode == 0, locked.stdout + locked.stderr
+    [hello] = lock_of(packaged)["platforms"]["linux/amd64"]["packages"]
+    assert hello["name"] == "hello"
+
+    # The fixture's own Dockerfile: it never runs packages.sh.
+    (packaged.box_dir / "Dockerfile").write_text((FIXTURES / "box" / "Dockerfile").read_text())
+    assert run_cli(root, "build", "fixture").returncode == 0
+    verified = run_cli(root, "verify", "fixture")
+    assert verified.returncode == 1, verified.stdout
+    assert (
+        f"FAIL  package hello: locked {hello['version']} (amd64); the image does not have it "
+        "(the Dockerfile never installed it?)"
+    ) in verified.stdout.splitlines()
+    assert re.search(r"^PASS  packages not in the lock: \d+, the base's .* bash, ", verified.stdout,
+                     re.MULTILINE)  # fmt: skip
+
+    # Installed from the lock, then changed: dpkg --verify's findings, as failure or information.
+    (packaged.box_dir / "Dockerfile").write_text(
+        PACKAGED_DOCKERFILE + "RUN echo changed >> /usr/bin/hello && echo edited >> /etc/issue"
+        " && rm /usr/share/doc/hello/copyright\n"
+    )
+    assert run_cli(root, "build", "fixture").returncode == 0
+    changed = run_cli(root, "verify", "fixture").stdout.splitlines()
+    differs = "files differ from what dpkg installed: /usr/bin/hello (content differs)"
+    assert [line for line in changed if line.startswith("FAIL")] == [
+        f"FAIL  package hello: {differs}"
+    ]
+    assert (
+        "PASS  packages: 1 of 1 locked packages installed, at their versions and architectures"
+    ) in changed
+    assert (
+        "PASS  edited conffiles: 1, changed after install; information, not a failure: "
+        "/etc/issue (base-files)"
+    ) in changed
+    assert (
+        "PASS  absent files: 1 installed by packages (path-exclude, or deleted); information, "
+        "not a failure: /usr/share/doc/hello/copyright"
+    ) in changed
 
 
 def test_dry_run_shows_changes_and_writes_nothing(packaged: FixtureProject) -> None:

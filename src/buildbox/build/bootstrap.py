@@ -73,10 +73,16 @@ def bootstrap_base(
     now, the content digest ``sha256:<hex>`` of its root filesystem)."""
     assert box.bootstrap is not None
     locked = box.locked(platform)
+    # Every locked package asked for by name: from the flat repository, libapt does not count
+    # apt as essential, so minbase alone left apt and its dependencies out (verify: image = lock).
+    options = [
+        *mmdebstrap_options(box, platform),
+        "--include=" + ",".join(sorted({p.name for p in locked})),
+    ]
     key = hashlib.sha256(
         "\n".join(
             [
-                *mmdebstrap_options(box, platform),
+                *options,
                 box.bootstrap.suite,
                 box.bootstrap.mirror,
                 str(epoch),
@@ -113,7 +119,7 @@ def bootstrap_base(
         sources.write_text(f"deb {box.bootstrap.mirror} {suite} main\n")
         run_mmdebstrap(
             ["unshare", "--net", "mmdebstrap", "--mode=root", "--format=tar", "--skip=output/dev",
-             *mmdebstrap_options(box, platform),
+             *options,
              "--customize-hook=" + shlex.join(["upload", str(sources), "/etc/apt/sources.list"]),
              suite, str(rootfs), f"deb [trusted=yes] copy://{repo} ./"],
             f"bootstrap the base of {box.name} ({platform}) from its lock",

@@ -341,7 +341,7 @@ def describe(
         digest=prepared.digest if prepared else None,
         base_digest=built.base_digest,
     )
-    packages = inventory(engine, built.image_id)
+    packages = inventory(engine, built.image_id, report.dpkg_status)
     return render(build_bom(project, box, facts, report, packages, revision), built.platform)
 
 

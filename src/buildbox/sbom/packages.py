@@ -13,8 +13,8 @@ from packageurl import PackageURL
 
 from buildbox.build.engine import Engine
 from buildbox.errors import BuildboxError
+from buildbox.verify import DPKG_STATUS, dpkg_packages
 
-DPKG_STATUS = "/var/lib/dpkg/status"
 APK_INSTALLED = "/lib/apk/db/installed"
 RPM_DATABASE = "/var/lib/rpm"
 OS_RELEASE = "/etc/os-release"
@@ -61,28 +61,12 @@ def parse_os_release(text: str) -> dict[str, str]:
 
 
 def parse_dpkg_status(text: str, distro: str) -> list[OsPackage]:
-    """Installed packages from a dpkg status file (RFC 822 stanzas)."""
-    packages = []
-    for stanza in text.split("\n\n"):
-        fields: dict[str, str] = {}
-        key = None
-        for line in stanza.splitlines():
-            if line[:1] in (" ", "\t") and key:
-                continue  # a continuation line (descriptions, conffiles)
-            key, sep, value = line.partition(":")
-            if sep:
-                fields[key] = value.strip()
-        if fields.get("Status", "").endswith(" installed") and "Package" in fields:
-            packages.append(
-                OsPackage(
-                    "deb",
-                    distro,
-                    fields["Package"],
-                    fields.get("Version", ""),
-                    fields.get("Architecture", ""),
-                )
-            )
-    return packages
+    """Installed packages from a dpkg status file (as verify reads it)."""
+    return [
+        OsPackage("deb", distro, p.name, p.version, p.architecture)
+        for p in dpkg_packages(text)
+        if p.installed
+    ]
 
 
 def parse_apk_installed(text: str, distro: str) -> list[OsPackage]:
@@ -126,11 +110,16 @@ def parse_rpm_query(text: str, distro: str) -> list[OsPackage]:
     return packages
 
 
-def inventory(engine: Engine, image_id: str) -> tuple[OsPackage, ...]:
-    """Every OS package in the image, sorted; empty for an image without a package database."""
-    files = engine.read_files(
-        image_id, [OS_RELEASE, USR_OS_RELEASE, DPKG_STATUS, APK_INSTALLED, RPM_DATABASE]
-    )
+def inventory(
+    engine: Engine, image_id: str, dpkg_status: str | None = None
+) -> tuple[OsPackage, ...]:
+    """Every OS package in the image, sorted; empty for an image without a package database.
+
+    ``dpkg_status``: the image's dpkg status database as verify already read it (not read again).
+    """
+    paths = [OS_RELEASE, USR_OS_RELEASE, APK_INSTALLED, RPM_DATABASE]
+    files = engine.read_files(image_id, paths + ([DPKG_STATUS] if dpkg_status is None else []))
+    files.setdefault(DPKG_STATUS, dpkg_status)  # kept when read here, verify's text otherwise
     release = parse_os_release(files[OS_RELEASE] or files[USR_OS_RELEASE] or "")
     distro = release.get("ID", "")
     found: list[OsPackage] = []
