@@ -46,6 +46,9 @@ class Check:
     name: str
     ok: bool
     detail: str
+    #: Information for the reader (packages beyond the lock, a comparison skipped), not a check
+    #: that passed: printed as INFO and not counted.
+    info: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,7 @@ def verify(
     for probe in probes:
         checks.append(Check(f"probe {probe.component}", probe.ok, describe_probe(probe)))
     if not compare:
-        checks.append(Check("packages", True, _NO_LOCK))
+        checks.append(Check("packages", True, _NO_LOCK, info=True))
     elif status_text is None:
         detail = f"the image has no {DPKG_STATUS} to compare with packages.lock"
         checks.append(Check("packages", False, detail))
@@ -329,7 +332,9 @@ def package_checks(
     beyond = sorted({p.name for p in packages if p.installed} - {want.name for want in locked})
     if beyond:
         detail = f"{len(beyond)}, the base's (or installed without the lock)"
-        checks.append(Check("packages not in the lock", True, _information(detail, beyond)))
+        checks.append(
+            Check("packages not in the lock", True, _information(detail, beyond), info=True)
+        )
     return checks + _file_checks(database)
 
 
@@ -386,16 +391,16 @@ def _file_checks(database: PackageDatabase) -> list[Check]:
         checks.append(Check("package files", True, detail))
     if edited:
         detail = f"{len(edited)}, changed after install"
-        checks.append(Check("edited conffiles", True, _information(detail, edited)))
+        checks.append(Check("edited conffiles", True, _information(detail, edited), info=True))
     if missing := [f.path for f in findings if f.what == "missing"]:
         detail = f"{len(missing)} installed by packages (path-exclude, or deleted)"
-        checks.append(Check("absent files", True, _information(detail, missing, 5)))
+        checks.append(Check("absent files", True, _information(detail, missing, 5), info=True))
     return checks
 
 
 def _information(summary: str, items: Sequence[str], most: int | None = None) -> str:
     shown = ", ".join(items[:most]) + (", ..." if most is not None and len(items) > most else "")
-    return f"{summary}; information, not a failure: {shown}"
+    return f"{summary}: {shown}"
 
 
 def describe_probe(probe: ProbeResult) -> str:

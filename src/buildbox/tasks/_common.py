@@ -124,5 +124,12 @@ def print_checks(results: Iterable[tuple[bool, str]]) -> int:
 
 
 def print_report(report: Report) -> int:
-    """A verify report (``verify.Report``) as its checks; how many failed."""
-    return print_checks((check.ok, f"{check.name}: {check.detail}") for check in report.checks)
+    """A verify report (``verify.Report``) as its checks, and its information as ``INFO``
+    lines; how many checks failed."""
+    failed = 0
+    for check in report.checks:
+        if check.info:
+            print(f"INFO  {check.name}: {check.detail}")
+        else:
+            failed += print_checks([(check.ok, f"{check.name}: {check.detail}")])
+    return failed
