@@ -382,3 +382,18 @@ def test_a_release_refuses_a_lock_its_proof_does_not_vouch_for(archive: Archive)
             revision=Revision("a" * 40, dirty=False, epoch=1), log=lambda line: None,
             progress=SILENT,
         )  # fmt: skip
+
+
+def test_offline_the_chain_needs_the_index_in_the_cache(archive: Archive) -> None:
+    """`invoke check --offline` verifies the whole chain from the cache once an online check
+    has fetched the index, and without it fails closed naming the index."""
+    settings = dataclasses.replace(settings_for(archive.root), fetch_retries=0)
+    fetcher = Fetcher(settings, LogProgress(io.StringIO()))
+    _, before = check_project(settings, fetcher, offline=True)
+    assert "is not in the cache and --offline fetches nothing" in only(before)
+    assert archive.check() == []  # online: fetched by hash into the verified cache
+    _, after = check_project(settings, fetcher, offline=True)
+    assert after == []
+    archive.edit(lambda d: package(d, "make").update(sha256="0" * 64))
+    _, edited = check_project(settings, fetcher, offline=True)
+    assert "platforms.linux/amd64.make.sha256: " in only(edited)

@@ -19,17 +19,22 @@ from buildbox.release import record
 from buildbox.settings import Settings
 
 
-def check_project(settings: Settings, fetcher: Fetcher) -> tuple[Project, list[Problem]]:
+def check_project(
+    settings: Settings, fetcher: Fetcher, *, offline: bool = False
+) -> tuple[Project, list[Problem]]:
     """Every problem of every box and of the library, every package lock its signed proof does
-    not vouch for, and every released version whose inputs changed without a version bump."""
+    not vouch for, and every released version whose inputs changed without a version bump.
+    ``offline``: a Packages index not in the verified cache is not fetched (a problem)."""
     project, problems = project_stage.check(settings)
     found = {*problems, *record.unbumped_versions(project)}
     for box in project.boxes:
-        found.update(lock_proof_problems(box, project, fetcher))
+        found.update(lock_proof_problems(box, project, fetcher, offline=offline))
     return project, sorted(found, key=project_stage.reading_order)
 
 
-def lock_proof_problems(box: Box, project: Project, fetcher: Fetcher) -> list[Problem]:
+def lock_proof_problems(
+    box: Box, project: Project, fetcher: Fetcher, *, offline: bool = False
+) -> list[Problem]:
     """The box's package lock re-derived from its proof (``define.lock.proof_problems``) with
     the keyring the project pins; the Packages indices come through the verified cache, fetched
     by hash when absent. An index that cannot be had fails the check (nothing is skipped)."""
@@ -51,9 +56,14 @@ def lock_proof_problems(box: Box, project: Project, fetcher: Fetcher) -> list[Pr
     indices, found = {}, []
     for want in wanted_indices(box.name, lock):
         try:
-            [fetched] = fetcher.fetch_all([want])
+            [fetched] = fetcher.fetch_all([want], offline=offline)
         except BuildboxError as error:
             reason = str(error).splitlines()[-1].strip()  # names the index and its URL
+            if offline:
+                reason = (
+                    f"the {want.label} sha256:{want.sha256} is not in the cache and --offline "
+                    "fetches nothing; run `invoke check` where the archive is reachable"
+                )
             field = f"platforms.{want.platform}.sources"
             found.append(Problem(shown, None, field, f"not verified: {reason}"))
             continue

@@ -59,18 +59,21 @@ def list_boxes(ctx: Context, box: str | None = None, json_: bool = False) -> Non
 @task(
     help={
         "deep": "Also fetch every artifact (verified) and check that each box's base can run "
-        "its executables and libraries: architecture, and glibc/libstdc++ symbol versions."
+        "its executables and libraries: architecture, and glibc/libstdc++ symbol versions.",
+        "offline": "Use no network: a package lock's Packages index that is not in the "
+        "verified cache cannot be checked, which is a problem (an online check fetches it).",
     }
 )
 @fails_cleanly
-def check(ctx: Context, deep: bool = False) -> None:
+def check(ctx: Context, deep: bool = False, offline: bool = False) -> None:
     """Check every box and the component library; list every problem found, exit 1 if any."""
     from buildbox.fetch import Fetcher
     from buildbox.release.check import binary_problems, check_project
 
     found = settings(ctx)
     # The package locks' Packages indices, verified like any download (fetched when absent).
-    project, problems = check_project(found, Fetcher(found, output.LogProgress(sys.stderr)))
+    fetcher = Fetcher(found, output.LogProgress(sys.stderr))
+    project, problems = check_project(found, fetcher, offline=offline)
     if deep and not problems:
         wanted = sum(len(b.components) * len(b.platforms) for b in project.boxes)
         with output.fetch_progress(sys.stderr, wanted) as progress:
