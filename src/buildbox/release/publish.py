@@ -20,7 +20,6 @@ from buildbox.build.build import Built, locate
 from buildbox.build.engine import Engine
 from buildbox.define.boxes import Box
 from buildbox.define.project import Project
-from buildbox.errors import BuildboxError
 from buildbox.oci import image
 from buildbox.oci.image import PreparedImage
 from buildbox.oci.push import (
@@ -80,17 +79,15 @@ def publish(
     revision: Revision,
     releases: list[record.Release],
     *,
-    dev: bool = False,
     progress: PushProgress,
 ) -> Published:
-    """The publish stage of ``invoke publish``: every platform's image and SBOM, then the tag (a
-    dev tag when ``dev``); blobs other releases on the registry hold are mounted, not
-    uploaded."""
-    target = Reference.parse(labels.repository(project.settings.registry, box, dev=dev))
+    """The publish stage of ``invoke publish``: every platform's image and SBOM, then the
+    development tag ``<box>-dev:<commit>``; blobs other releases on the registry hold are
+    mounted, not uploaded. Release tags are written by the release's sign stage only."""
+    target = Reference.parse(labels.repository(project.settings.registry, box, dev=True))
     return push(
-        registry, target.repository, revision.short if dev else box.release_tag,
-        platform_images(box, described), revision.timestamp, immutable=not dev,
-        workers=project.settings.registry_workers,
+        registry, target.repository, revision.short, platform_images(box, described),
+        revision.timestamp, immutable=False, workers=project.settings.registry_workers,
         mounts=released_blobs(registry, releases, target), progress=progress,
     )  # fmt: skip
 
@@ -128,19 +125,17 @@ def publish_box(
     *,
     engine: Engine,
     revision: Revision,
-    dev: bool = False,
     log: Callable[[str], None],
     progress: PushProgress,
 ) -> Published:
     """`invoke publish`: the box's images built earlier (its local release names), each
-    verified, prepared and described, then published."""
-    target = Reference.parse(labels.repository(project.settings.registry, box, dev=dev))
+    verified, prepared and described, then published under the development tag (an image built
+    on a floating base too: it can never be released, as a release builds afresh)."""
+    target = Reference.parse(labels.repository(project.settings.registry, box, dev=True))
     built = [locate(engine, project, box, platform, revision) for platform in box.platforms]
     reports = [
         require_passed(verify(engine, project, box, b), "it is not published") for b in built
     ]
-    for each in built:
-        refuse_floating_base(each, box, dev)
     prepared = [prepare(engine, b, project.settings, revision.epoch, log) for b in built]
     described = [
         Described(b, r, p, cyclonedx.describe(engine, project, box, b, r, revision, p, target.name))
@@ -148,18 +143,7 @@ def publish_box(
     ]
     releases = record.load(project.settings.root)
     with open_registry(target, project.settings) as registry:
-        return publish(
-            project, box, described, registry, revision, releases, dev=dev, progress=progress
-        )
-
-
-def refuse_floating_base(built: Built, box: Box, dev: bool) -> None:
-    """An image built from a base not pinned by digest goes to dev tags only."""
-    if built.image.labels.get(labels.LABEL_FLOATING_BASE) == "true" and not dev:
-        raise BuildboxError(
-            f"{built.tags[0]} was built from a floating base ({box.base}); it can never be "
-            "released. Pin the base by digest in box.yaml and build again."
-        )
+        return publish(project, box, described, registry, revision, releases, progress=progress)
 
 
 def released_blobs(

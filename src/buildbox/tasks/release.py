@@ -147,7 +147,7 @@ def publish(ctx: Context, box: str, dev: bool = False) -> None:
     shown = output.upload_progress(sys.stdout)
     with Engine.connect() as engine:
         published = publish_box(
-            project, chosen, engine=engine, revision=revision(project.settings.root), dev=True,
+            project, chosen, engine=engine, revision=revision(project.settings.root),
             log=shown.line, progress=shown,
         )  # fmt: skip
     state = "published" if published.tagged_now else "already published (unchanged)"
