@@ -346,7 +346,7 @@ def test_the_box_s_own_shell_scripts_are_read_like_its_run_lines(tmp_path: Path)
     (tmp_path / "notes").write_text("echo ready\nwget https://example.org/x\n")
     (tmp_path / "blob").write_bytes(b"\0curl -O https://example.org/x\n")
     (tmp_path / "packages.proof").mkdir()
-    (tmp_path / "packages.proof" / "x_InRelease").write_text("-----BEGIN PGP SIGNED MESSAGE-----\n")
+    (tmp_path / "packages.proof" / "x_InRelease").write_text("wget never run\n")
     text = GOOD + "COPY tools/get /get\nCOPY notes /notes\nRUN /get && sh /notes\n"
     assert problems(tmp_path, text) == [
         (

@@ -294,8 +294,8 @@ def _box_script_problems(directory: Path, shown: PurePosixPath, network: bool) -
     """The box's own shell scripts, read like its RUN lines: `COPY get.sh` and `RUN sh /get.sh`
     must not carry a download past the rule. Symbolic links are not followed."""
     problems: list[Problem] = []
-    for root, folders, names in sorted(os.walk(directory)):
-        folders[:] = [f for f in folders if Path(root, f) != directory / PROOF_DIR]
+    for root, folders, names in os.walk(directory):  # not sorted(): that would walk it all
+        folders[:] = sorted(f for f in folders if Path(root, f) != directory / PROOF_DIR)
         for name in sorted(names):
             file = Path(root, name)
             if file.is_symlink() or not file.is_file():
