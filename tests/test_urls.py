@@ -9,7 +9,7 @@ import pytest
 from buildbox.define.library import url_problem
 from buildbox.errors import BuildboxError
 from buildbox.fetch import sources
-from buildbox.http import is_loopback
+from buildbox.http import is_loopback, redact
 from buildbox.oci.transport import is_plain_http
 from buildbox.settings import Mirrors, from_config
 
@@ -191,3 +191,22 @@ def test_is_loopback(host: str, loopback: bool) -> None:
 )
 def test_is_plain_http(host: str, plain: bool) -> None:
     assert is_plain_http(host) is plain
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            "downloading http://user:SECRET@127.0.0.1:8/x.tgz",
+            "downloading http://***@127.0.0.1:8/x.tgz",
+        ),
+        ("https://a:b@c@mirror.invalid/p?q=u:v@w", "https://***@mirror.invalid/p?q=u:v@w"),
+        (
+            "HTTP://token@h.invalid/x and ftp://x:y@z.invalid",
+            "HTTP://***@h.invalid/x and ftp://***@z.invalid",
+        ),
+        ("http://mirror.invalid/path@x, user@host", "http://mirror.invalid/path@x, user@host"),
+    ],
+)
+def test_the_userinfo_of_every_url_is_redacted(text: str, shown: str) -> None:
+    assert redact(text) == shown

@@ -75,9 +75,20 @@ def retrying_session(
     return session
 
 
+#: The userinfo of a URL (``scheme://user:password@``): up to the last ``@`` before the path.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s@]*(?:@[^/?#\s@]*)*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the userinfo of every URL in it replaced by ``***``: the one place that
+    keeps credentials written into URLs out of what is printed, logged or recorded."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
 def reason(error: Exception) -> str:
-    """A short human reason for a requests/urllib3 failure, without the nested reprs."""
-    text = str(error)
+    """A short human reason for a requests/urllib3 failure, without the nested reprs (and
+    without any URL's userinfo)."""
+    text = redact(str(error))
     if untrusted := re.search(r"certificate verify failed: ([^()]+?)\s*(?:\(|$)", text):
         return f"its TLS certificate does not verify ({untrusted.group(1).strip()})"
     if "CERTIFICATE_VERIFY_FAILED" in text or "hostname mismatch" in text.lower():
