@@ -210,3 +210,34 @@ def test_is_plain_http(host: str, plain: bool) -> None:
 )
 def test_the_userinfo_of_every_url_is_redacted(text: str, shown: str) -> None:
     assert redact(text) == shown
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("https://[::1/x.tgz", "Invalid IPv6 URL"),
+        ("https://example.org:99999/x.tgz", "Port out of range"),
+        ("https://example.org:port/x.tgz", "Port could not be cast"),
+    ],
+)
+def test_an_unparsable_url_is_a_reason_not_an_exception(url: str, why: str) -> None:
+    problem = url_problem(url, ())
+    assert problem is not None
+    assert f"{url!r} is not a valid URL ({why}" in problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:SECRET@example.org/x.tgz",
+        "http://SECRET@127.0.0.1:8080/x.tgz",
+        "https://:SECRET@example.org/x.tgz",
+        "https://user:SECRET@[::1/x.tgz",
+        "ftp://user:SECRET@example.org/x.tgz",
+    ],
+)
+def test_credentials_in_a_url_are_refused_and_never_shown(url: str) -> None:
+    problem = url_problem(url, ("example.org",))
+    assert problem is not None
+    assert "SECRET" not in problem
+    assert "***@" in problem

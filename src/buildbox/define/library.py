@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import posixpath
+import re
+import string
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -12,11 +15,19 @@ from packageurl import PackageURL
 
 from buildbox.define import yamldoc
 from buildbox.errors import Problem
-from buildbox.http import is_loopback
+from buildbox.http import is_loopback, redact
 from buildbox.settings import Settings
 
 #: The install kind of components built from a source tarball with a recipe in shared/build/.
 SOURCE_KIND = "source"
+
+#: What an artifact may be called in the build context and in components.tsv, which install.sh
+#: reads split on tabs: no '/', '.' or '..', whitespace, control characters or leading '-'.
+_SAFE_FILENAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+~-]{0,254}")
+
+#: The placeholders of the upstream templates, by field.
+_URL_NAMES = ("version", "os", "arch")
+_PLACEHOLDERS = {"url": _URL_NAMES, "checksums": (*_URL_NAMES, "url", "filename")}
 
 
 @dataclass(frozen=True)
@@ -30,7 +41,24 @@ class Artifact:
 
     @property
     def filename(self) -> str:
-        return posixpath.basename(unquote(urlsplit(self.url).path))
+        return artifact_filename(self.url)
+
+
+def artifact_filename(url: str) -> str:
+    """The name an artifact gets in the build context: its URL path's last segment, decoded."""
+    return posixpath.basename(unquote(urlsplit(url).path))
+
+
+def filename_problem(name: str) -> str | None:
+    """Why ``name`` (from :func:`artifact_filename`) may not name a file in the context, or None."""
+    if not name:
+        return "the URL must end in a file name"
+    if not _SAFE_FILENAME.fullmatch(name):
+        return (
+            f"the file name it gives, {name!r}, is not a safe file name (letters, digits and "
+            ". _ + ~ -, not starting with . + ~ -); use a URL that ends in a plain file name"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -117,6 +145,7 @@ def load_library(settings: Settings, problems: list[Problem]) -> Library:
         return Library(())
     broken: set[str] = set()
     for path, problem in yamldoc.validate(document, "components", shown):
+        problem = replace(problem, message=redact(problem.message))  # values may be echoed
         if len(path) >= 2 and path[0] == "components":
             broken.add(str(path[1]))
             problems.append(replace(problem, component=str(path[1])))
@@ -182,9 +211,8 @@ def _check_component(
 
     def problem(path: yamldoc.FieldPath, message: str) -> None:
         full = ("components", name, *path)
-        found.append(
-            Problem(shown, yamldoc.line_of(document, full), yamldoc.field_name(full), message)
-        )
+        line, field = yamldoc.line_of(document, full), yamldoc.field_name(full)
+        found.append(Problem(shown, line, field, redact(message)))  # a pinned URL may be echoed
 
     license_ = data.get("license")
     if isinstance(license_, str) and not (
@@ -210,56 +238,117 @@ def _check_component(
             "write one (see shared/install/source.sh for what it is given)",
         )
     artifacts = data.get("artifacts")
+    artifacts = artifacts if isinstance(artifacts, dict) else {}
     upstream = data.get("upstream")
-    if isinstance(upstream, dict) and isinstance(artifacts, dict):
-        for path, text in _upstream_problems(upstream, artifacts, data.get("version")):
+    if isinstance(upstream, dict):
+        for path, text in _upstream_problems(upstream, artifacts, data.get("version"), settings):
             problem(path, text)
-    for platform, artifact in artifacts.items() if isinstance(artifacts, dict) else ():
+    for platform, artifact in artifacts.items():
         url = artifact.get("url") if isinstance(artifact, dict) else None
         if not isinstance(url, str):
             continue
-        if message := url_problem(url, settings.allow_http_hosts):
+        message = url_problem(url, settings.allow_http_hosts)
+        if message := message or filename_problem(artifact_filename(url)):
             problem(("artifacts", platform, "url"), message)
-        elif not posixpath.basename(urlsplit(url).path):
-            problem(("artifacts", platform, "url"), "the URL must end in a file name")
+    # The URL fields are checked above; any other text may still carry one (sha256_source, purl).
+    urls: set[yamldoc.FieldPath] = {("upstream", "url"), ("upstream", "checksums")}
+    urls |= {("artifacts", str(platform), "url") for platform in artifacts}
+    for path, text in _texts(data, ()):
+        if path not in urls and redact(text) != text:
+            problem(path, _userinfo_problem(text))
     return found
 
 
+def _texts(value: object, path: yamldoc.FieldPath) -> Iterator[tuple[yamldoc.FieldPath, str]]:
+    """Every string in ``value`` (a component's entry) with its field path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _texts(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _texts(item, (*path, index))
+
+
+def _template_problem(field: str, template: str) -> str | None:
+    """Why the upstream template ``field`` cannot be filled in, or None: only plain
+    ``{name}`` placeholders of the field's names (no attributes, indices, formats)."""
+    names = _PLACEHOLDERS[field]
+    allowed = ", ".join(f"{{{name}}}" for name in names)
+    braces = "write {{ and }} for a literal brace"
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as error:
+        return f"not a valid template ({error}); {braces}"
+    for _, name, spec, conversion in parsed:
+        if name is None or (name in names and not spec and not conversion):
+            continue
+        written = "{" + name + (f"!{conversion}" if conversion else "")
+        written += (f":{spec}" if spec else "") + "}"
+        return f"{written!r} is not a placeholder here; use {allowed} ({braces})"
+    return None
+
+
 def _upstream_problems(
-    upstream: dict[str, Any], artifacts: dict[str, Any], version: object
+    upstream: dict[str, Any], artifacts: dict[str, Any], version: object, settings: Settings
 ) -> list[tuple[yamldoc.FieldPath, str]]:
-    """The templates must use known placeholders and give back today's pinned URLs."""
-    if not all(isinstance(upstream.get(k), str) for k in ("url", "checksums")):
+    """The templates must use known placeholders, give URLs that may be downloaded from (the
+    checksum file's as much as the artifact's) and give back today's pinned URLs."""
+    templates = {k: upstream.get(k) for k in ("url", "checksums")}
+    if not all(isinstance(t, str) for t in templates.values()):
         return []  # the schema reports these
+    found: dict[tuple[yamldoc.FieldPath, str], None] = {}  # in order, each once
+    for field, template in templates.items():
+        if message := _template_problem(field, str(template)):
+            found[("upstream", field), message] = None
+    if found or not isinstance(version, str):
+        return list(found)
     arch = upstream.get("arch", {})
-    pairs = tuple(arch.items()) if isinstance(arch, dict) else ()
-    model = Upstream(upstream["url"], upstream["checksums"], pairs)
-    found: list[tuple[yamldoc.FieldPath, str]] = []
+    model = Upstream(
+        upstream["url"],
+        upstream["checksums"],
+        tuple(arch.items()) if isinstance(arch, dict) else (),
+    )
     for platform, artifact in artifacts.items():
-        try:
-            computed = model.artifact_url(platform, str(version))
-            model.checksums_url(platform, str(version))
-        except (KeyError, IndexError, ValueError) as error:
-            message = (
-                f"a template uses an unknown placeholder ({error}); use {{version}}, {{os}}, "
-                "{arch} (and in checksums also {url} and {filename})"
-            )
-            return [(("upstream",), message)]
+        computed = model.artifact_url(platform, version)
+        if message := url_problem(computed, settings.allow_http_hosts):
+            found[("upstream", "url"), message] = None
+            continue
+        checksums = model.checksums_url(platform, version)
+        if message := url_problem(checksums, settings.allow_http_hosts):
+            found[("upstream", "checksums"), message] = None
         pinned = artifact.get("url") if isinstance(artifact, dict) else None
         if isinstance(pinned, str) and computed != pinned:
             message = (
                 f"gives {computed} for {platform} at version {version}, but the pinned URL is "
                 f"{pinned}; fix the template (or upstream.arch) so that bump computes the URLs"
             )
-            found.append((("upstream", "url"), message))
-    return found
+            found[("upstream", "url"), message] = None
+    return list(found)
+
+
+def _userinfo_problem(text: str) -> str:
+    return (
+        f"{redact(text)!r} carries a user name or password; keep credentials out of "
+        "components.yaml (its URLs go into SBOMs): give them in buildbox.mirrors in invoke.yaml "
+        "(a mirror URL may carry them) or in ~/.netrc"
+    )
 
 
 def url_problem(url: str, allow_http_hosts: tuple[str, ...]) -> str | None:
-    """Why ``url`` may not be downloaded from, or None: https only, http for loopback or allowed."""
-    parts = urlsplit(url)
+    """Why ``url`` may not be downloaded from, or None: https only, http for loopback or allowed,
+    no credentials written into it. The reason never shows the URL's userinfo."""
+    shown = redact(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- parsed only here, so that an invalid port is named
+    except ValueError as error:
+        return f"{shown!r} is not a valid URL ({error}); expected https://host/path/file"
     if not parts.hostname:
-        return f"{url!r} is not a URL; expected https://host/path/file"
+        return f"{shown!r} is not a URL; expected https://host/path/file"
+    if shown != url or parts.username is not None:
+        return _userinfo_problem(url)
     if parts.scheme == "https":
         return None
     if parts.scheme == "http" and (
@@ -268,7 +357,7 @@ def url_problem(url: str, allow_http_hosts: tuple[str, ...]) -> str | None:
         return None
     if parts.scheme == "http":
         return (
-            f"{url!r} uses plain http; use https, or list {parts.hostname!r} in "
+            f"{shown!r} uses plain http; use https, or list {parts.hostname!r} in "
             "buildbox.allow_http_hosts in invoke.yaml"
         )
-    return f"{url!r} uses {parts.scheme!r}; expected an https URL"
+    return f"{shown!r} uses {parts.scheme!r}; expected an https URL"
