@@ -23,7 +23,7 @@ from typing import IO
 
 from buildbox.define.boxes import Box
 from buildbox.define.inputs import box_components, build_recipes, install_scripts
-from buildbox.define.library import Library
+from buildbox.define.library import Library, filename_problem
 from buildbox.errors import BuildboxError
 from buildbox.settings import Settings
 
@@ -75,22 +75,30 @@ def assemble(
         cached = artifacts.get(artifact.sha256)
         if cached is None:
             raise BuildboxError(f"{component.name} ({platform}) has not been fetched")
+        # `invoke check` refuses these; checked again here, where they become paths and lines.
+        if problem := filename_problem(artifact.filename):
+            raise BuildboxError(
+                f"{settings.shown(settings.components_file)}: components.{component.name}"
+                f".artifacts.{platform}.url: {problem}"
+            )
         name = f"artifacts/{component.name}/{artifact.filename}"
         entries.append(Entry(f"{CONTEXT_DIR}/{name}", source=cached))
         install = component.install
-        rows.append(
-            "\t".join(
-                [
-                    component.name,
-                    component.version,
-                    install.kind,
-                    artifact.sha256,
-                    name,
-                    install.dest,
-                    str(install.strip_components),
-                ]
+        columns = [
+            component.name,
+            component.version,
+            install.kind,
+            artifact.sha256,
+            name,
+            install.dest,
+            str(install.strip_components),
+        ]
+        if unsafe := [f for f in columns if not f.isprintable() or not f or " " in f]:
+            raise BuildboxError(
+                f"{component.name}: {unsafe[0]!r} cannot be a field of components.tsv (empty, "
+                "or a space, tab, newline or control character in it); run `invoke check`"
             )
-        )
+        rows.append("\t".join(columns))
     manifest = "".join(f"{row}\n" for row in rows).encode()
     entries.append(Entry(f"{CONTEXT_DIR}/components.tsv", data=manifest))
     packages = []
