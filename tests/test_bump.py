@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from artifact_server import ArtifactServer, tarball
-from buildbox.bump import parse_checksums
+from buildbox.bump import Bump, NewPin, apply, parse_checksums
+from buildbox.define.project import load as load_project
 from buildbox.errors import BuildboxError
-from projects import make_project, run_cli
+from projects import make_project, run_cli, settings_for
 
 LIBRARY = """\
 # The library. This comment must survive a bump.
@@ -178,4 +179,35 @@ def test_check_catches_an_upstream_template_that_disagrees_with_the_pins(
 
     library.write_text(library.read_text().replace("{os}-{arch}", "{platform}"))
     result = run_cli(bump_project, "check")
-    assert "components.tool.upstream: a template uses an unknown placeholder" in result.stdout
+    assert "components.tool.upstream.url: '{platform}' is not a placeholder here" in result.stdout
+
+
+def test_bump_to_the_current_version_says_so_and_leaves_the_file_alone(
+    bump_project: Path,
+) -> None:
+    library = bump_project / "shared/components.yaml"
+    before, stamp = library.read_bytes(), library.stat().st_mtime_ns
+    result = run_cli(bump_project, "bump", "--component=tool", "--version=1.0")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "tool is already at version 1.0 in shared/components.yaml; nothing to bump" in (
+        result.stderr
+    )
+    assert "wrote" not in result.stdout
+    assert library.read_bytes() == before
+    assert library.stat().st_mtime_ns == stamp
+
+
+def test_applying_pins_that_are_already_there_does_not_rewrite_the_file(
+    bump_project: Path,
+) -> None:
+    """Defence in depth: apply() leaves an unchanged file untouched, mtime and all."""
+    project = load_project(settings_for(bump_project))
+    tool = project.library.get("tool")
+    assert tool is not None
+    pins = tuple(NewPin(a.platform, a.url, a.sha256, a.sha256_source) for a in tool.artifacts)
+    library = bump_project / "shared/components.yaml"
+    before, stamp = library.read_bytes(), library.stat().st_mtime_ns
+    apply(Bump("tool", "1.0", "1.0", pins, ()), library)
+    assert library.read_bytes() == before
+    assert library.stat().st_mtime_ns == stamp

@@ -56,6 +56,10 @@ def plan(project: Project, name: str, version: str, fetcher: Fetcher) -> Bump:
             "cannot find the published checksums. Add one, or edit the pin by hand, copying the "
             "sha256 from the publisher's checksum file and recording it in sha256_source."
         )
+    if version == component.version:
+        raise BuildboxError(
+            f"{name} is already at version {version} in shared/components.yaml; nothing to bump"
+        )
     pins = []
     for platform in component.platforms:
         url = upstream.artifact_url(platform, version)
@@ -102,7 +106,8 @@ def parse_checksums(text: str, filename: str, source: str) -> str:
 def apply(bump: Bump, components_file: Path) -> None:
     """Write the bump into components.yaml, keeping comments and order; all or nothing."""
     yaml = _round_trip()
-    document = yaml.load(components_file.read_text(encoding="utf-8"))
+    text = components_file.read_text(encoding="utf-8")
+    document = yaml.load(text)
     entry = document["components"][bump.component]
     old, new = bump.old_version, bump.new_version
     entry["version"] = _like(entry["version"], new)
@@ -116,6 +121,8 @@ def apply(bump: Bump, components_file: Path) -> None:
         artifact["url"] = pin.url
         artifact["sha256"] = pin.sha256
         artifact["sha256_source"] = pin.checksums_url
+    if document == yaml.load(text):  # nothing new: leave the file (and its mtime) alone
+        return
     buffer = io.StringIO()
     yaml.dump(document, buffer)
     write_atomically(components_file, buffer.getvalue())
