@@ -220,7 +220,7 @@ def test_bad_configuration_is_a_clear_error(tmp_path: Path) -> None:
     result = run_invoke(root, "check")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert "invoke.yaml: buildbox.registry: expected a string" in result.stderr
+    assert "invoke.yaml:2: buildbox.registry: expected a string" in result.stderr
 
 
 ODD_DOCUMENTS = [

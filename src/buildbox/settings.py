@@ -5,20 +5,31 @@ Values come from ``invoke.yaml`` (and invoke's other configuration files) and, f
 value it overrides, which fails with a traceback for lists and maps and for ``2.5`` over ``30``;
 so the tasks take the ``INVOKE_BUILDBOX_*`` variables out of invoke's way (:func:`take_environment`)
 and this module parses them by the setting's own type, with one clear line for a bad value.
+
+invoke merges ``invoke.yaml`` silently (a typo is ignored, a duplicate key keeps the last) or with
+a traceback (a section that is not a mapping, a list where a mapping was); so the tasks check the
+project's file first (:func:`check_project_file`), naming its line, before invoke reads it.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 import os
-from collections.abc import Callable, Mapping, MutableMapping
+import re
+from collections.abc import Callable, Collection, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from buildbox.errors import BuildboxError
+from buildbox.errors import BuildboxError, Problem
 
 ENV_PREFIX = "INVOKE_BUILDBOX_"
+#: The section of invoke's configuration that holds the settings.
+SECTION = "buildbox"
+#: The project's configuration files invoke reads (the first found), beside tasks.py.
+PROJECT_FILES = ("invoke.yaml", "invoke.yml")
 COMPONENTS_FILE = Path("shared/components.yaml")
 INSTALL_SCRIPTS_DIR = Path("shared/install")
 #: Build recipes of components built from source: <component>.sh (install kind `source`).
@@ -108,7 +119,12 @@ class Settings:
 
 
 class _InvalidValueError(ValueError):
-    """A value of the wrong type; the message says what is expected."""
+    """A value of the wrong type; the message says what is expected. ``echo``: the value may
+    be shown back (not when it holds what must not be printed)."""
+
+    def __init__(self, expected: str, *, echo: bool = True) -> None:
+        super().__init__(expected)
+        self.echo = echo
 
 
 def _text(value: Any) -> str:
@@ -131,24 +147,54 @@ def _words(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _number(kind: type[int | float], minimum: float) -> Callable[[Any], Any]:
-    what = "a whole number" if kind is int else "a number"
+@dataclass(frozen=True)
+class Number:
+    """A finite whole number (``kind`` int) or number from ``low`` to ``high``: every count,
+    size and time has a range, so that no value hangs a run or overflows later."""
 
-    def parse(value: Any) -> int | float:
+    kind: type[int | float]
+    low: float
+    high: float
+
+    def __call__(self, value: Any) -> int | float:
+        what = "a whole number" if self.kind is int else "a number"
+        expected = _InvalidValueError(f"{what} from {self.low:g} to {self.high:g}")
         if isinstance(value, str):  # from the environment
             try:
-                value = kind(value.strip())
+                value = self.kind(value.strip())
             except ValueError:
-                raise _InvalidValueError(f"{what} of at least {minimum:g}") from None
+                raise expected from None
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _InvalidValueError(f"{what} of at least {minimum:g}")
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise _InvalidValueError(f"{what} of at least {minimum:g}")
-        if value < minimum:
-            raise _InvalidValueError(f"{what} of at least {minimum:g}")
-        return kind(value)
+            raise expected
+        if self.kind is int and isinstance(value, float) and not value.is_integer():
+            raise expected
+        # NaN fails every comparison, so it is refused here with the infinities.
+        if not (math.isfinite(value) and self.low <= value <= self.high):
+            raise expected
+        return self.kind(value)
 
-    return parse
+
+def _registry(value: Any) -> str:
+    text = _text(value)
+    # host[:port]/path names no digest, so an @ can only be userinfo (user:password@host).
+    if "@" in text:
+        raise _InvalidValueError(
+            "host[:port]/path without credentials (no user:password@; the value is not shown): "
+            "log in with `docker login <host>` or a credential helper, or set "
+            "BUILDBOX_REGISTRY_USERNAME and BUILDBOX_REGISTRY_PASSWORD",
+            echo=False,
+        )
+    return text
+
+
+def _directory(value: Any) -> str:
+    """A directory, ``~`` and ``~user`` expanded; "" stays (the default applies)."""
+    expanded = os.path.expanduser(_text(value))
+    if expanded.startswith("~"):  # os.path leaves it when there is no such user or home
+        user = expanded[1:].split("/")[0]
+        whose = f"no user {user!r} on this machine" if user else "no home directory (HOME)"
+        raise _InvalidValueError(f"a directory (write it in full: {whose} to expand ~ for)")
+    return expanded
 
 
 def _mirrors(value: Any) -> Mirrors:
@@ -204,27 +250,29 @@ class Spec:
 SPECS: dict[str, Spec] = {
     "root": Spec(".", _text),
     # Empty: a registry the toolkit runs itself on 127.0.0.1:<local_registry_port>.
-    "registry": Spec("", _text),
-    "local_registry_port": Spec(5000, _number(int, 1)),
-    "cache_dir": Spec("", _text),
+    "registry": Spec("", _registry),
+    "local_registry_port": Spec(5000, Number(int, 1, 65535)),
+    "cache_dir": Spec("", _directory),
     "platforms": Spec(["linux/amd64", "linux/arm64"], _words),
     "allow_http_hosts": Spec([], _words),
     "mirrors": Spec({}, _mirrors),
-    "fetch_workers": Spec(4, _number(int, 1)),
-    "fetch_retries": Spec(4, _number(int, 0)),
-    "fetch_backoff": Spec(0.5, _number(float, 0)),
-    "fetch_timeout": Spec(30.0, _number(float, 0.1)),
+    "fetch_workers": Spec(4, Number(int, 1, 64)),
+    "fetch_retries": Spec(4, Number(int, 0, 10)),
+    "fetch_backoff": Spec(0.5, Number(float, 0, 30)),
+    "fetch_timeout": Spec(30.0, Number(float, 0.1, 3600)),
     "builder": Spec("auto", _choice("auto", "buildkit", "classic")),
     "buildx_builder": Spec("", _text),
     "signing_key": Spec("", _text),
     "signing_public_key": Spec("", _text),
     "signing_identity": Spec("", _text),
     "transparency_log": Spec(True, _flag),
-    "registry_attempts": Spec(6, _number(int, 1)),
-    "registry_time_limit": Spec(300.0, _number(float, 1)),
-    "registry_backoff": Spec(0.5, _number(float, 0)),
-    "registry_chunk_mib": Spec(16, _number(int, 1)),
-    "registry_workers": Spec(4, _number(int, 1)),
+    "registry_attempts": Spec(6, Number(int, 1, 20)),
+    # A day: a release that waits longer is hung, not slow.
+    "registry_time_limit": Spec(300.0, Number(float, 1, 86400)),
+    "registry_backoff": Spec(0.5, Number(float, 0, 30)),
+    # Each upload holds a chunk in memory, registry_workers of them at once.
+    "registry_chunk_mib": Spec(16, Number(int, 1, 512)),
+    "registry_workers": Spec(4, Number(int, 1, 32)),
     "registry_ca_bundle": Spec("", _text),
 }
 #: The ``buildbox`` section of invoke's configuration before invoke.yaml overrides it.
@@ -252,23 +300,18 @@ def restore_environment(
 
 def from_config(config: Mapping[str, Any], environment: Mapping[str, str] = {}) -> Settings:
     """Settings from the ``buildbox`` section of invoke's configuration and the variables
-    :func:`take_environment` took; a value of the wrong type is one clear error."""
-    unknown = sorted(set(environment) - set(SPECS))
-    if unknown:
-        raise BuildboxError(
-            f"{ENV_PREFIX}{unknown[0].upper()} is not a buildbox setting; the settings are "
-            + ", ".join(f"{ENV_PREFIX}{name.upper()}" for name in SPECS)
-        )
+    :func:`take_environment` took; an unknown setting or a bad value is one clear error."""
+    check_environment(environment)
+    for name in config:  # from any of invoke's files: ~/.invoke.yaml, `invoke -f FILE`, ...
+        if name not in SPECS:
+            raise BuildboxError(f"invoke configuration: {SECTION}.{name}: {_unknown(name)}")
     values: dict[str, Any] = {}
     for name, spec in SPECS.items():
         if name in environment:
-            raw, where = environment[name], f"{ENV_PREFIX}{name.upper()}"
+            values[name] = _parse(name, environment[name], f"{ENV_PREFIX}{name.upper()}")
         else:
-            raw, where = config.get(name, spec.default), f"invoke.yaml: buildbox.{name}"
-        try:
-            values[name] = spec.parse(raw)
-        except _InvalidValueError as error:
-            raise BuildboxError(f"{where}: expected {error}, got {raw!r}") from None
+            raw = config.get(name, spec.default)
+            values[name] = _parse(name, raw, f"invoke.yaml: {SECTION}.{name}")
     cache_dir = values.pop("cache_dir")
     port = values.pop("local_registry_port")
     local = not values["registry"]
@@ -279,9 +322,130 @@ def from_config(config: Mapping[str, Any], environment: Mapping[str, str] = {}) 
             **values,
             "local_registry": local,
             "root": Path(values["root"]).resolve(),
-            "cache_dir": Path(cache_dir).expanduser() if cache_dir else Path(_user_cache_dir()),
+            "cache_dir": Path(cache_dir or _user_cache_dir()),
         }
     )
+
+
+def check_environment(environment: Mapping[str, str]) -> None:
+    """Refuse an ``INVOKE_BUILDBOX_*`` variable that names no setting or holds a bad value.
+
+    (invoke itself would ignore the first: it maps variables only onto keys it already has.)
+    """
+    for name, raw in environment.items():
+        variable = f"{ENV_PREFIX}{name.upper()}"
+        if name not in SPECS:
+            raise BuildboxError(f"{variable} is {_unknown(name, lambda n: ENV_PREFIX + n.upper())}")
+        _parse(name, raw, variable)
+
+
+def project_file(root: Path) -> Path | None:
+    """The configuration file invoke reads beside the project's tasks.py, if there is one."""
+    return next((root / name for name in PROJECT_FILES if (root / name).is_file()), None)
+
+
+def read_yaml_text(text: str) -> Any:
+    """``invoke.yaml``'s text as a document: the one place it is parsed (the round-trip loader
+    refuses duplicate keys and keeps every key's line)."""
+    from ruamel.yaml import YAML  # here: only reading invoke.yaml needs it
+
+    return YAML(typ="rt").load(text)
+
+
+def check_project_file(path: Path, sections: Collection[str]) -> None:
+    """Refuse in ``path`` (invoke.yaml) what invoke would ignore, keep the last of, or fail on
+    with a traceback: YAML that does not parse, a duplicate key, a top-level key that is neither
+    ``buildbox`` nor one of invoke's own ``sections``, a ``buildbox`` that is not a mapping, an
+    unknown setting, a bad value. One error naming the file, line and field."""
+    from ruamel.yaml.comments import CommentedMap
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    def refuse(line: int | None, field: str, message: str) -> BuildboxError:
+        return BuildboxError(str(Problem(str(path), line, field, message)))
+
+    try:
+        document = read_yaml_text(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise refuse(None, "", f"cannot be read ({error}); it must be UTF-8 text") from None
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark is not None else None
+        duplicate = re.match(r'found duplicate key "(.*)" with value', error.problem or "")
+        if duplicate:
+            raise refuse(
+                line, "", f'duplicate key "{duplicate.group(1)}"; keep one (invoke keeps the last)'
+            ) from None
+        opened = error.context_mark if error.context and error.problem else None
+        where = f" ({error.context} from line {opened.line + 1})" if opened else ""
+        raise refuse(line, "", f"invalid YAML: {error.problem or error.context}{where}") from None
+    except YAMLError as error:  # e.g. characters YAML does not allow; no position is known
+        raise refuse(None, "", f"invalid YAML: {str(error).splitlines()[0]}") from None
+    if document is None:
+        return
+    if not isinstance(document, CommentedMap):
+        raise refuse(1, "", f"expected a mapping of sections, such as `{SECTION}:`")
+    for key in document:
+        line = document.lc.key(key)[0] + 1
+        if key == SECTION:
+            _check_section(document[key], line, refuse)
+        elif key not in sections:
+            meant = difflib.get_close_matches(str(key), [SECTION, *sections], n=1)
+            hint = f"did you mean `{meant[0]}`?" if meant else f"the settings go under `{SECTION}:`"
+            raise refuse(line, str(key), f"not a section of {path.name}; {hint}")
+
+
+def _check_section(section: Any, line: int, refuse: Callable[..., BuildboxError]) -> None:
+    from ruamel.yaml.comments import CommentedMap
+
+    if not isinstance(section, CommentedMap):
+        raise refuse(
+            line,
+            SECTION,
+            f"expected a mapping of settings ({SECTION}:, then `name: value` lines indented "
+            f"below it), got {'nothing' if section is None else repr(_plain(section))}",
+        )
+    for name, value in section.items():
+        at = section.lc.key(name)[0] + 1
+        if name not in SPECS:
+            raise refuse(at, f"{SECTION}.{name}", _unknown(str(name)))
+        plain = _plain(value)
+        try:
+            SPECS[name].parse(plain)
+        except _InvalidValueError as error:
+            raise refuse(at, f"{SECTION}.{name}", _expected(error, plain)) from None
+
+
+def _parse(name: str, raw: Any, where: str) -> Any:
+    try:
+        return SPECS[name].parse(raw)
+    except _InvalidValueError as error:
+        raise BuildboxError(f"{where}: {_expected(error, raw)}") from None
+
+
+def _expected(error: _InvalidValueError, raw: Any) -> str:
+    return f"expected {error}, got {raw!r}" if error.echo else f"expected {error}"
+
+
+def _unknown(name: str, show: Callable[[str], str] = "`{}`".format) -> str:
+    meant = difflib.get_close_matches(name, SPECS, n=1)
+    if meant:
+        return f"not a buildbox setting; did you mean {show(meant[0])}?"
+    return "not a buildbox setting; the settings are " + ", ".join(map(show, SPECS))
+
+
+def _plain(node: Any) -> Any:
+    """A round-trip YAML node as plain Python data (what invoke's own loader gives)."""
+    if isinstance(node, Mapping):
+        return {key: _plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(item) for item in node]
+    if isinstance(node, bool | str) or node is None:
+        return node
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, int):
+        return int(node)
+    return node
 
 
 def _user_cache_dir() -> str:

@@ -17,6 +17,7 @@ from invoke.exceptions import Exit
 from buildbox import output
 from buildbox import settings as settings_stage
 from buildbox.errors import BuildboxError
+from buildbox.http import redact
 
 if TYPE_CHECKING:
     from buildbox.build.engine import Engine
@@ -53,7 +54,7 @@ def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except BuildboxError as error:
-            raise Exit(f"buildbox: {error}", code=1) from None
+            raise Exit(f"buildbox: {redact(str(error))}", code=1) from None
 
     return wrapper
 
