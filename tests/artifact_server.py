@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import email.utils
 import gzip
 import hashlib
 import io
@@ -46,6 +48,10 @@ class Tally:
     #: Requests counted here that are still being answered, and the most there ever were.
     in_flight: int = 0
     max_in_flight: int = 0
+    #: The ``Range`` header of each request that had one, by name, in order of arrival.
+    ranges: list[tuple[str, str]] = field(default_factory=list)
+    #: Body bytes the server wrote, by name (a cut body counts what was written).
+    sent: Counter[str] = field(default_factory=Counter)
 
 
 class _Server(ThreadingHTTPServer):
@@ -101,6 +107,12 @@ class ArtifactServer:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.misbehaviours: dict[str, Misbehaviour] = {}
+        #: How often each file was replaced or touched: part of its ETag and Last-Modified.
+        self.generations: Counter[str] = Counter()
+        #: Files for which ``Range`` is ignored (a full 200 answer, as some servers do).
+        self.no_ranges: set[str] = set()
+        #: Name prefix -> the ``user:password`` its requests must carry (basic auth).
+        self.credentials: dict[str, str] = {}
         #: Seconds to wait before answering any request (a far-away upstream).
         self.latency = 0.0
         self._tallies: list[Tally] = []
@@ -123,6 +135,24 @@ class ArtifactServer:
 
     def sha256(self, name: str) -> str:
         return hashlib.sha256(self.files[name]).hexdigest()
+
+    def touch(self, name: str) -> None:
+        """Change the file's validators (ETag, Last-Modified) but not its bytes: a redeploy."""
+        self.generations[name] += 1
+
+    def ignore_ranges(self, name: str) -> None:
+        """Answer every request for ``name`` with the whole file, whatever ``Range`` asks."""
+        self.no_ranges.add(name)
+
+    def require_auth(self, prefix: str, user: str, password: str) -> None:
+        """Answer 401 to requests for names under ``prefix`` without this basic auth."""
+        self.credentials[prefix] = f"{user}:{password}"
+
+    def etag(self, name: str) -> str:
+        return f'"{self.sha256(name)[:16]}-{self.generations[name]}"'
+
+    def last_modified(self, name: str) -> str:
+        return email.utils.formatdate(1_700_000_000 + self.generations[name] * 3600, usegmt=True)
 
     def misbehave(self, name: str, mode: str, **options: float) -> None:
         if mode not in MODES:
@@ -155,9 +185,12 @@ class ArtifactServer:
         """Stop misbehaving (for one artifact, or all, and answer without latency again)."""
         if name is None:
             self.misbehaviours.clear()
+            self.no_ranges.clear()
+            self.credentials.clear()
             self.latency = 0.0
         else:
             self.misbehaviours.pop(name, None)
+            self.no_ranges.discard(name)
 
     def start(self) -> ArtifactServer:
         self._thread.start()
@@ -178,12 +211,16 @@ class ArtifactServer:
 
             def do_GET(self) -> None:
                 name = self.path.lstrip("/").split("?", 1)[0]
+                asked = self.headers.get("Range")
                 with server._lock:
                     counted_by = list(server._tallies)
                     for counts in counted_by:
                         counts.requests[name] += 1
+                        if asked is not None:
+                            counts.ranges.append((name, asked))
                         counts.in_flight += 1
                         counts.max_in_flight = max(counts.max_in_flight, counts.in_flight)
+                self.counted_by = counted_by
                 try:
                     self._answer(name)
                 finally:
@@ -200,9 +237,21 @@ class ArtifactServer:
                             trouble = None
                 if server.latency:
                     time.sleep(server.latency)
+                if not self._authorised(name):
+                    self._plain(401, b"who are you?\n", {"WWW-Authenticate": 'Basic realm="x"'})
+                    return
                 content = server.files.get(name)
                 if content is None:
                     self._plain(404, b"not found\n")
+                    return
+                self.validators = {
+                    "ETag": server.etag(name),
+                    "Last-Modified": server.last_modified(name),
+                }
+                self.name = name
+                self.start = self._range_start(name, content)
+                if self.start is not None and self.start >= len(content):
+                    self._plain(416, b"", {"Content-Range": f"bytes */{len(content)}"})
                     return
                 mode = trouble.mode if trouble else None
                 if trouble and mode == "error-then-ok" and trouble.seen <= trouble.errors:
@@ -217,29 +266,71 @@ class ArtifactServer:
                 elif mode == "wrong-bytes":
                     self._send(bytes(b ^ 0xFF for b in content))
                 elif mode == "truncate":
-                    self._send(content, cut=max(1, len(content) // 2))
+                    self._send(content, cut=max(1, (len(content) - (self.start or 0)) // 2))
                 elif trouble and mode == "slow":
                     self._send(content, delay=trouble.delay)
                 else:
                     self._send(content)
 
-            def _plain(self, status: int, body: bytes) -> None:
+            def _authorised(self, name: str) -> bool:
+                for prefix, credential in server.credentials.items():
+                    if name.startswith(prefix):
+                        token = base64.b64encode(credential.encode()).decode()
+                        return self.headers.get("Authorization") == f"Basic {token}"
+                return True
+
+            def _range_start(self, name: str, content: bytes) -> int | None:
+                """Where a ``Range: bytes=N-`` request that is honoured starts (None: the whole
+                file): only while ``If-Range``, if sent, is the current ETag or Last-Modified."""
+                asked = self.headers.get("Range", "")
+                if name in server.no_ranges or not asked.startswith("bytes="):
+                    return None
+                first, _, _last = asked.removeprefix("bytes=").partition("-")
+                condition = self.headers.get("If-Range")
+                if not first.isdigit() or condition not in (None, *self.validators.values()):
+                    return None
+                return int(first)
+
+            def _plain(
+                self, status: int, body: bytes, headers: dict[str, str] | None = None
+            ) -> None:
                 self.send_response(status)
+                for header, value in (headers or {}).items():
+                    self.send_header(header, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
-            def _send(self, body: bytes, cut: int | None = None, delay: float = 0.0) -> None:
-                self.send_response(200)
+            def _send(self, content: bytes, cut: int | None = None, delay: float = 0.0) -> None:
+                """The file, or the part ``Range`` asked for; ``cut``: of the body to send,
+                how many bytes before hanging up."""
+                start = self.start or 0
+                body = content[start:]
+                if self.start is None:
+                    self.send_response(200)
+                else:
+                    self.send_response(206)
+                    self.send_header(
+                        "Content-Range", f"bytes {start}-{len(content) - 1}/{len(content)}"
+                    )
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header(
+                    "Accept-Ranges", "none" if self.name in server.no_ranges else "bytes"
+                )
+                for header, value in self.validators.items():
+                    self.send_header(header, value)
                 self.end_headers()
                 chunk = 16 * 1024
                 sent = body if cut is None else body[:cut]
-                for start in range(0, len(sent), chunk):
+                for offset in range(0, len(sent), chunk):
                     if delay:
                         time.sleep(delay)
-                    self.wfile.write(sent[start : start + chunk])
+                    piece = sent[offset : offset + chunk]
+                    with server._lock:  # before writing: the client may assert once it has read
+                        for counts in self.counted_by:
+                            counts.sent[self.name] += len(piece)
+                    self.wfile.write(piece)
                 if cut is not None:  # promised more than was sent: hang up mid-body
                     self.wfile.flush()
                     self.close_connection = True

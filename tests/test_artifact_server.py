@@ -105,3 +105,51 @@ def test_connection_reset(artifacts: ArtifactServer, served: str) -> None:
     artifacts.misbehave("tool-1.0.tar.gz", "reset")
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(served, timeout=5)
+
+
+def test_ranges_are_honoured_while_if_range_holds(artifacts: ArtifactServer, served: str) -> None:
+    half = len(PAYLOAD) // 2
+    etag = artifacts.etag("tool-1.0.tar.gz")
+    with artifacts.tally() as seen:
+        whole = requests.get(served, timeout=5)
+        rest = requests.get(
+            served, headers={"Range": f"bytes={half}-", "If-Range": etag}, timeout=5
+        )
+    assert whole.headers["ETag"] == etag
+    assert rest.status_code == 206
+    assert rest.headers["Content-Range"] == f"bytes {half}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}"
+    assert rest.content == PAYLOAD[half:]
+    assert seen.ranges == [("tool-1.0.tar.gz", f"bytes={half}-")]
+    assert seen.sent == {"tool-1.0.tar.gz": len(PAYLOAD) + len(PAYLOAD) - half}
+
+    modified = whole.headers["Last-Modified"]
+    artifacts.touch("tool-1.0.tar.gz")
+    for validator in (etag, modified):
+        again = requests.get(
+            served, headers={"Range": "bytes=1-", "If-Range": validator}, timeout=5
+        )
+        assert (again.status_code, again.content) == (200, PAYLOAD), "the validator changed"
+    beyond = requests.get(served, headers={"Range": f"bytes={len(PAYLOAD)}-"}, timeout=5)
+    assert beyond.status_code == 416
+
+
+def test_a_server_that_ignores_ranges(artifacts: ArtifactServer, served: str) -> None:
+    artifacts.ignore_ranges("tool-1.0.tar.gz")
+    answer = requests.get(served, headers={"Range": "bytes=10-"}, timeout=5)
+    assert (answer.status_code, answer.content) == (200, PAYLOAD)
+
+
+def test_a_cut_ranged_body_sends_half_of_the_rest(artifacts: ArtifactServer, served: str) -> None:
+    artifacts.misbehave("tool-1.0.tar.gz", "truncate")
+    rest = len(PAYLOAD) - 100
+    with artifacts.tally() as seen, pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(served, headers={"Range": "bytes=100-"}, timeout=5)
+    assert seen.sent == {"tool-1.0.tar.gz": rest // 2}
+
+
+def test_basic_auth_is_required_where_told(artifacts: ArtifactServer) -> None:
+    url = artifacts.add("private/tool.bin", b"secret stuff")
+    artifacts.require_auth("private/", "user", "SECRET")
+    assert requests.get(url, timeout=5).status_code == 401
+    assert requests.get(url, auth=("user", "wrong"), timeout=5).status_code == 401
+    assert requests.get(url, auth=("user", "SECRET"), timeout=5).content == b"secret stuff"

@@ -1,22 +1,29 @@
 """Verified downloads into a content-addressed cache.
 
-Every artifact is streamed into a temporary file in the cache, hashed on the way, and renamed into
+Every artifact is streamed into a partial file in the cache, hashed on the way, and renamed into
 place only when its sha256 is the pinned one: a bad, partial or interrupted download never enters
-the cache. A cached artifact is never downloaded again (it is re-hashed on use). Mirrors are tried
-before the upstream URL; a checksum mismatch from any source fails at once, never retried.
+the cache. A download that breaks off is resumed (``Range`` + ``If-Range``) from its partial file,
+by the next attempt or the next run, and the sha256 still covers the whole file. A cached
+artifact is never downloaded again (it is re-hashed on use). Mirrors are tried before the
+upstream URL; a checksum mismatch from any source fails at once, never retried.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import json
 import os
+import re
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import requests
 
@@ -26,12 +33,14 @@ from buildbox.define.library import Library
 from buildbox.define.lock import LOCK_FILE, PackageLock
 from buildbox.digests import file_sha256
 from buildbox.errors import BuildboxError
-from buildbox.http import TRANSIENT_STATUSES, RetryPolicy, reason, retrying_session
+from buildbox.http import TRANSIENT_STATUSES, RetryPolicy, reason, redact, retrying_session
 from buildbox.settings import Settings
 
 _CHUNK = 64 * 1024  # small enough for progress and prompt writes on a slow link
-#: Temporary files older than this are left over from a killed fetch and are removed.
-_STALE_AFTER = 3600.0
+#: Partial files no fetch holds and none touched for this long are left over from a download
+#: that no later run resumed (its artifact is no longer wanted): they are removed.
+_STALE_AFTER = 24 * 3600.0
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(?:\d+|\*)")
 
 
 @dataclass(frozen=True)
@@ -86,8 +95,66 @@ class Progress(Protocol):
     def failed(self, wanted: Wanted, error: BuildboxError) -> None: ...
 
 
+class Partial:
+    """A download under way in the cache's tmp/: its file (locked against other fetches), the
+    sha256 and size of what it holds so far, and the validator of the answer its bytes came
+    from, which a resumed request sends as ``If-Range``."""
+
+    def __init__(self, path: Path, file: BinaryIO) -> None:
+        self.path = path
+        self.file = file
+        self.digest = hashlib.sha256()
+        self.size = 0
+        file.seek(0)  # what an earlier run left: hashed once, here
+        for block in iter(lambda: file.read(_CHUNK), b""):
+            self.digest.update(block)
+            self.size += len(block)
+
+    @property
+    def _validator_file(self) -> Path:
+        return _validator_file(self.path)
+
+    def validator(self, url: str) -> str | None:
+        """What to resume a download from ``url`` with (None: download it whole)."""
+        try:
+            saved = json.loads(self._validator_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(saved, dict) or saved.get("url") != redact(url):
+            return None  # another source's validator says nothing about this one's bytes
+        validator = saved.get("validator")
+        return validator if isinstance(validator, str) else None
+
+    def restart(self, url: str, validator: str | None) -> None:
+        """Empty the file for a whole answer from ``url``, remembering its validator."""
+        self.forget()
+        self.file.truncate(0)
+        self.file.seek(0)
+        self.digest, self.size = hashlib.sha256(), 0
+        if validator is not None:  # credentials stay out of the file: redacted
+            self._validator_file.write_text(
+                json.dumps({"url": redact(url), "validator": validator})
+            )
+
+    def forget(self) -> None:
+        """Drop the validator: the file is not to be resumed (complete, or going)."""
+        self._validator_file.unlink(missing_ok=True)
+
+    def write(self, block: bytes) -> None:
+        self.file.write(block)
+        self.digest.update(block)
+        self.size += len(block)
+
+    def sync(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def discard(self) -> None:
+        _discard(self.path)
+
+
 class Cache:
-    """Files named by their sha256 under ``root/sha256/``; temporary files under ``root/tmp/``."""
+    """Files named by their sha256 under ``root/sha256/``; partial files under ``root/tmp/``."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -95,9 +162,42 @@ class Cache:
     def path(self, sha256: str) -> Path:
         return self.root / "sha256" / sha256
 
+    def prepare(self) -> None:
+        """Make the cache's directories (before any download starts, so that a wrong one is
+        one error, not one per artifact)."""
+        for directory in (self.root / "sha256", self.root / "tmp"):
+            self._directory(directory)
+
+    def _directory(self, directory: Path) -> Path:
+        fix = "or set buildbox.cache_dir in invoke.yaml (or INVOKE_BUILDBOX_CACHE_DIR) elsewhere"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            for each in (directory, *directory.parents):
+                if each.exists() and not each.is_dir():
+                    raise BuildboxError(
+                        f"{self._shown(each)} is a file, not a directory: remove it, {fix}"
+                    ) from None
+            raise BuildboxError(
+                f"{self._shown(directory)} cannot be made ({error.strerror}): {fix}"
+            ) from None
+        return directory
+
+    def _shown(self, path: Path) -> str:
+        if path == self.root:
+            return f"the download cache {path}"
+        if path.is_relative_to(self.root):
+            return f"the download cache's {path}"
+        return f"{path} (above the download cache {self.root})"
+
     def lookup(self, sha256: str) -> Path | None:
         """The cached file if it is there and still hashes to ``sha256``; a corrupt one goes."""
         path = self.path(sha256)
+        if path.is_dir():
+            raise BuildboxError(
+                f"the download cache's entry {path} is a directory, not a file: remove it "
+                f"(the toolkit puts only files there)"
+            )
         if not path.is_file():
             return None
         if file_sha256(path) != sha256:
@@ -105,32 +205,88 @@ class Cache:
             return None
         return path
 
-    def temporary(self) -> tempfile._TemporaryFileWrapper[bytes]:
-        """A new temporary file on the cache's file system, so that the final rename is atomic."""
-        directory = self.root / "tmp"
-        directory.mkdir(parents=True, exist_ok=True)
-        return tempfile.NamedTemporaryFile(dir=directory, suffix=".part", delete=False)
+    @contextlib.contextmanager
+    def partial(self, sha256: str) -> Iterator[Partial]:
+        """The artifact's partial file, locked: whatever an interrupted fetch left in it is
+        resumed, and what arrived is kept after a failure, for the next run. When another fetch
+        holds it (another process), a private partial file, removed afterwards."""
+        directory = self._directory(self.root / "tmp")
+        path = directory / f"{sha256}.part"
+        file = _locked(path, create=True)
+        kept = file is not None
+        if file is None:
+            descriptor, name = tempfile.mkstemp(dir=directory, suffix=".part")
+            path, file = Path(name), os.fdopen(descriptor, "a+b")
+            fcntl.flock(file, fcntl.LOCK_EX)  # nothing else knows it, but remove_stale skips it
+        with file:
+            partial = Partial(path, file)
+            try:
+                yield partial
+            finally:
+                if not kept or partial.size == 0:  # nothing to resume from: nothing kept
+                    partial.discard()
 
-    def commit(self, temporary: Path, sha256: str) -> Path:
-        """Move a verified temporary file into place (atomically: all or nothing)."""
-        final = self.path(sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, final)
+    def commit(self, partial: Partial, sha256: str) -> Path:
+        """Move a verified partial file into place (atomically: all or nothing)."""
+        final = self._directory(self.root / "sha256") / sha256
+        partial.sync()
+        partial.forget()
+        os.chmod(partial.path, 0o644)
+        os.replace(partial.path, final)
         return final
 
     def remove_stale(self, now: float | None = None) -> None:
-        """Remove temporary files a killed fetch left behind (old enough not to be in use)."""
+        """Remove partial files left by a download no later run resumed: untouched for a day
+        and held by no fetch."""
         directory = self.root / "tmp"
         if not directory.is_dir():
             return
         limit = (now if now is not None else time.time()) - _STALE_AFTER
         for leftover in directory.glob("*.part"):
             try:
-                if leftover.stat().st_mtime < limit:
-                    leftover.unlink()
+                if leftover.stat().st_mtime >= limit:
+                    continue
             except FileNotFoundError:
-                pass  # another fetch removed it first
+                continue  # another fetch removed or completed it first
+            file = _locked(leftover, create=False)
+            if file is not None:
+                with file:
+                    _discard(leftover)
+
+
+def _validator_file(partial: Path) -> Path:
+    """Where the validator of a partial file's bytes is kept (beside it)."""
+    return partial.with_suffix(".validator")
+
+
+def _discard(partial: Path) -> None:
+    _validator_file(partial).unlink(missing_ok=True)  # first: never a validator alone
+    partial.unlink(missing_ok=True)
+
+
+def _locked(path: Path, *, create: bool) -> BinaryIO | None:
+    """``path`` opened for appending and locked (flock, released when it is closed or the
+    process dies); None when another fetch holds it (or, without ``create``, it is gone)."""
+    while True:
+        try:
+            flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
+            descriptor = os.open(path, flags, 0o600)
+        except FileNotFoundError:
+            return None
+        file = os.fdopen(descriptor, "a+b")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            return None
+        try:
+            if os.path.samestat(os.fstat(descriptor), os.stat(path)):
+                return file
+        except FileNotFoundError:
+            pass
+        file.close()  # completed or removed while this waited for the lock
+        if not create:
+            return None
 
 
 def wanted_for(
@@ -149,11 +305,12 @@ def wanted_for(
                         component.name, component.version, each, artifact.url, artifact.sha256
                     )
         for each in platforms if packages else ():
-            for package in box.locked(each):
+            for index, package in enumerate(box.locked(each)):
                 if package.sha256 not in seen:
                     seen[package.sha256] = Wanted(
                         package.name, package.version, each, package.url, package.sha256,
-                        where=f"buildboxes/{box.name}/{LOCK_FILE}: platforms.{each}",
+                        where=f"buildboxes/{box.name}/{LOCK_FILE}: "
+                        f"platforms.{each}.packages[{index}]",
                         fix=f"the archive may have dropped this version: run `invoke lock "
                         f"{box.name}` again, or pin an archive snapshot in box.yaml",
                     )  # fmt: skip
@@ -189,14 +346,29 @@ def sources(url: str, mirrors: tuple[tuple[str, tuple[str, ...]], ...]) -> list[
     return [*found, url]
 
 
-def session(settings: Settings) -> requests.Session:
-    """The download session: GETs retry connection errors, resets and transient statuses."""
+def session(settings: Settings, workers: int) -> requests.Session:
+    """The download session for ``workers`` threads: GETs retry connection errors, resets and
+    transient statuses."""
     return retrying_session(
         retries=settings.fetch_retries,
         backoff=settings.fetch_backoff,
         methods=("GET",),
-        pool_size=settings.fetch_workers,
+        pool_size=workers,
     )
+
+
+def _mirror(url: str, mirrors: tuple[tuple[str, tuple[str, ...]], ...]) -> str | None:
+    """The mirror (a target prefix of ``buildbox.mirrors``) that ``url`` is on, if any."""
+    return next((t for _, targets in mirrors for t in targets if url.startswith(t)), None)
+
+
+def _validator(response: requests.Response) -> str | None:
+    """What a resumed request names this answer by (``If-Range``): a strong ETag, else the
+    Last-Modified date; None when the answer has neither (it is then never resumed)."""
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):  # If-Range takes strong validators only
+        return etag
+    return response.headers.get("Last-Modified")
 
 
 class Fetcher:
@@ -212,21 +384,41 @@ class Fetcher:
         self.settings = settings
         self.cache = Cache(settings.cache_dir)
         self.progress = progress
-        self.http = http or session(settings)
+        self._http = http
+        #: How many threads the session's connection pool is for (a given session: any).
+        self._pool = 0 if http is None else settings.fetch_workers
+        self._lock = threading.Lock()
         self.sleep = sleep
         #: For a body that breaks off: urllib3 retries what fails before the body.
         self.retries = RetryPolicy(
             attempts=settings.fetch_retries + 1, backoff=settings.fetch_backoff
         )
 
+    @property
+    def http(self) -> requests.Session:
+        """The download session."""
+        return self._session_for(1)
+
+    def _session_for(self, workers: int) -> requests.Session:
+        """A session whose connection pool serves ``workers`` threads: urllib3 fills every slot
+        of a pool when it makes one, so a pool is as large as the threads that share it, never
+        as large as the setting alone (``fetch_workers`` may be huge)."""
+        with self._lock:
+            if self._http is None or self._pool < workers:
+                self._http, self._pool = session(self.settings, workers), workers
+            return self._http
+
     def fetch_all(self, wanted: list[Wanted], *, offline: bool = False) -> list[Fetched]:
         """Fetch everything (in parallel); all failures are reported together, in one error."""
-        self.cache.remove_stale()
         if offline:
             return self._from_cache_only(wanted)
+        self.cache.prepare()
+        self.cache.remove_stale()
+        workers = max(1, min(self.settings.fetch_workers, len(wanted)))
+        self._session_for(workers)
         results: list[Fetched] = []
         failures: list[tuple[Wanted, BuildboxError]] = []
-        with ThreadPoolExecutor(max_workers=self.settings.fetch_workers) as pool:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
             for want, outcome in zip(wanted, pool.map(self._fetch_or_error, wanted), strict=True):
                 if isinstance(outcome, BuildboxError):
                     failures.append((want, outcome))
@@ -250,7 +442,9 @@ class Fetcher:
             self.progress.finished(fetched)
             results.append(fetched)
         if missing:
-            lines = "\n".join(f"  {m.label} sha256:{m.sha256} from {m.url}" for m in missing)
+            lines = "\n".join(
+                f"  {m.label} sha256:{m.sha256} from {redact(m.url)}" for m in missing
+            )
             raise DownloadError(
                 f"--offline: {len(missing)} artifact(s) are not in the cache "
                 f"{self.cache.root}:\n{lines}\nRun `invoke fetch` where the network (or a "
@@ -268,83 +462,115 @@ class Fetcher:
         return fetched
 
     def fetch(self, want: Wanted) -> Fetched:
-        """One artifact: from the cache, else from each mirror, else from upstream."""
+        """One artifact: from the cache, else from each mirror, else from upstream; resumed
+        from what an interrupted fetch of it left in the cache."""
         cached = self.cache.lookup(want.sha256)
         if cached is not None:
             return Fetched(want, cached, cached.stat().st_size, None)
         problems = []
-        for url in sources(want.url, self.settings.mirrors):
-            try:
-                path, size = self._download(want, url)
-            except DownloadError as error:
-                problems.append(str(error))
-                continue
-            return Fetched(want, path, size, url)
+        with self.cache.partial(want.sha256) as partial:
+            if partial.size and partial.digest.hexdigest() == want.sha256:
+                # complete, killed before its rename: verified now, nothing left to ask for
+                path = self.cache.commit(partial, want.sha256)
+                return Fetched(want, path, partial.size, None)
+            for url in sources(want.url, self.settings.mirrors):
+                try:
+                    path = self._download(want, url, partial)
+                except DownloadError as error:
+                    problems.append(str(error))
+                    continue
+                return Fetched(want, path, partial.size, redact(url))
         raise DownloadError("; ".join(problems))
 
-    def _download(self, want: Wanted, url: str) -> tuple[Path, int]:
-        """Download with retries for a body that breaks off; urllib3 retries everything before."""
+    def _download(self, want: Wanted, url: str, partial: Partial) -> Path:
+        """Download with retries for a body that breaks off (each resumes where the last one
+        broke); urllib3 retries everything before the body."""
         attempts = self.retries.attempts
         for attempt in range(1, attempts + 1):
             try:
-                return self._attempt(want, url)
+                return self._attempt(want, url, partial)
             except _BrokenBodyError as error:
                 if attempt == attempts:
                     raise DownloadError(
-                        f"{want.label}: {url}: failed after {attempts} attempts: {error}"
+                        f"{want.label}: {redact(url)}: failed after {attempts} attempts: {error}"
                     ) from None
                 self.sleep(self.retries.delay(attempt))
         raise AssertionError("unreachable")
 
-    def _attempt(self, want: Wanted, url: str) -> tuple[Path, int]:
+    def _attempt(self, want: Wanted, url: str, partial: Partial) -> Path:
+        shown = redact(url)
+        validator = partial.validator(url) if partial.size else None
+        headers = {"Accept-Encoding": "identity"}  # ranges count the bytes stored, not decoded
+        if validator is not None:
+            headers |= {"Range": f"bytes={partial.size}-", "If-Range": validator}
         try:
-            response = self.http.get(url, stream=True, timeout=self.settings.fetch_timeout)
+            response = self.http.get(
+                url, headers=headers, stream=True, timeout=self.settings.fetch_timeout
+            )
         except requests.RequestException as error:
             # urllib3 has already retried connection errors, resets and timeouts.
             raise DownloadError(
-                f"{want.label}: {url}: {reason(error)} "
+                f"{want.label}: {shown}: {reason(error)} "
                 f"(after {self.settings.fetch_retries} retries)"
             ) from None
         with response:
-            if response.status_code != 200:
-                transient = response.status_code in TRANSIENT_STATUSES
-                hint = (
-                    f"still failing after {self.settings.fetch_retries} retries"
-                    if transient
-                    else want.fix or f"check the URL in {want.field}.url"
-                )
-                raise DownloadError(
-                    f"{want.label}: {url}: HTTP {response.status_code} {response.reason} ({hint})"
-                )
+            resumed = validator is not None and response.status_code == 206
+            if resumed and _range_start(response) != partial.size:
+                partial.restart(url, None)
+                raise _BrokenBodyError(f"asked for bytes from {partial.size}, got another range")
+            if validator is not None and response.status_code == 416:
+                partial.restart(url, None)  # the kept part is longer than the file now
+                raise _BrokenBodyError("the partial file kept is longer than the file")
+            if response.status_code not in (200, 206) or (response.status_code == 206) != resumed:
+                raise DownloadError(self._refused(want, url, response))
+            if not resumed:  # a whole answer: the server ignored Range, or If-Range failed
+                partial.restart(url, _validator(response))
+            kept = partial.size
             expected_size = response.headers.get("Content-Length")
-            self.progress.started(want, url, int(expected_size) if expected_size else None)
-            digest, size = hashlib.sha256(), 0
-            temporary = self.cache.temporary()
+            total = kept + int(expected_size) if expected_size else None
+            self.progress.started(want, shown, total)
+            if kept:
+                self.progress.advanced(want, kept)
             try:
-                with temporary:
-                    try:
-                        for block in response.iter_content(_CHUNK):
-                            digest.update(block)
-                            temporary.write(block)
-                            size += len(block)
-                            self.progress.advanced(want, len(block))
-                    except requests.RequestException as error:
-                        raise _BrokenBodyError(reason(error)) from None
-                    temporary.flush()
-                    os.fsync(temporary.fileno())
-                if expected_size is not None and size != int(expected_size):
-                    raise _BrokenBodyError(f"truncated body: {size} of {expected_size} bytes")
-                actual = digest.hexdigest()
-                if actual != want.sha256:
-                    raise ChecksumMismatchError(
-                        f"{want.label}: sha256 mismatch for {url}: expected {want.sha256}, "
-                        f"got {actual}. The file was discarded. If upstream really changed it, "
-                        f"find the new published checksum and update {want.field}.sha256; "
-                        "otherwise the source is serving something else."
-                    )
-                return self.cache.commit(Path(temporary.name), want.sha256), size
-            finally:
-                Path(temporary.name).unlink(missing_ok=True)
+                for block in response.iter_content(_CHUNK):
+                    partial.write(block)
+                    self.progress.advanced(want, len(block))
+            except requests.RequestException as error:
+                partial.sync()  # what arrived is kept: the next attempt resumes from it
+                raise _BrokenBodyError(reason(error)) from None
+            partial.sync()
+            received = partial.size - kept
+            if expected_size is not None and received != int(expected_size):
+                raise _BrokenBodyError(f"truncated body: {received} of {expected_size} bytes")
+            actual = partial.digest.hexdigest()
+            if actual != want.sha256:
+                partial.discard()
+                earlier = f" (resumed from {kept} bytes an earlier attempt kept)" if kept else ""
+                raise ChecksumMismatchError(
+                    f"{want.label}: sha256 mismatch for {shown}{earlier}: expected "
+                    f"{want.sha256}, got {actual}. The file was discarded. If upstream really "
+                    f"changed it, find the new published checksum and update "
+                    f"{want.field}.sha256; otherwise the source is serving something else."
+                )
+            return self.cache.commit(partial, want.sha256)
+
+    def _refused(self, want: Wanted, url: str, response: requests.Response) -> str:
+        """Why an answer that is not the file is final, and what to check."""
+        mirror = _mirror(url, self.settings.mirrors) if url != want.url else None
+        if response.status_code in TRANSIENT_STATUSES:
+            hint = f"still failing after {self.settings.fetch_retries} retries"
+        elif mirror is not None:
+            hint = f"check the mirror {redact(mirror)} (invoke.yaml: buildbox.mirrors)"
+        else:
+            hint = want.fix or f"check the URL in {want.field}.url"
+        status = f"HTTP {response.status_code} {response.reason}"
+        return f"{want.label}: {redact(url)}: {status} ({hint})"
+
+
+def _range_start(response: requests.Response) -> int | None:
+    """Where the bytes of a 206 answer start (its Content-Range)."""
+    found = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+    return int(found.group(1)) if found else None
 
 
 class _BrokenBodyError(Exception):
