@@ -188,10 +188,10 @@ def test_bump_to_the_current_version_says_so_and_leaves_the_file_alone(
     library = bump_project / "shared/components.yaml"
     before, stamp = library.read_bytes(), library.stat().st_mtime_ns
     result = run_cli(bump_project, "bump", "--component=tool", "--version=1.0")
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
+    # Not a failure: a scheduled bump to the latest release may find nothing new.
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "tool is already at version 1.0 in shared/components.yaml; nothing to bump" in (
-        result.stderr
+        result.stdout
     )
     assert "wrote" not in result.stdout
     assert library.read_bytes() == before

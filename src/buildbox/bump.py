@@ -26,6 +26,11 @@ from buildbox.http import reason
 _HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
 
 
+class NothingToBump(Exception):  # noqa: N818 (not an error: see below)
+    """The component is already at the version asked for: not a failure (a scheduled bump to
+    the latest release finds nothing new), and nothing is downloaded or written."""
+
+
 @dataclass(frozen=True)
 class NewPin:
     platform: str
@@ -57,7 +62,7 @@ def plan(project: Project, name: str, version: str, fetcher: Fetcher) -> Bump:
             "sha256 from the publisher's checksum file and recording it in sha256_source."
         )
     if version == component.version:
-        raise BuildboxError(
+        raise NothingToBump(
             f"{name} is already at version {version} in shared/components.yaml; nothing to bump"
         )
     pins = []

@@ -147,8 +147,12 @@ def bump(ctx: Context, component: str, version: str, dry_run: bool = False) -> N
 
     found = settings(ctx)
     project = project_stage.load(found)
-    with output.fetch_progress(sys.stderr, len(project.library.components)) as progress:
-        planned = bump_stage.plan(project, component, version, Fetcher(found, progress))
+    try:
+        with output.fetch_progress(sys.stderr, len(project.library.components)) as progress:
+            planned = bump_stage.plan(project, component, version, Fetcher(found, progress))
+    except bump_stage.NothingToBump as unchanged:
+        print(unchanged)
+        return
     print(f"{planned.component}: {planned.old_version} -> {planned.new_version}")
     print(
         output.table(
