@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -214,16 +216,32 @@ def scratch_root(tmp_path: Path) -> tuple[Path, Path]:
     return root, root / "calls"
 
 
+def scratch_root_prefix() -> list[str] | None:
+    """How to run a command with a scratch directory as its root: a user namespace where the
+    kernel allows one, else (as root, as in CI) chroot; None when neither is possible."""
+    unshare, chroot = shutil.which("unshare"), shutil.which("chroot")
+    if unshare is not None:
+        userns = subprocess.run([unshare, "-r", "true"], capture_output=True, check=False)
+        if userns.returncode == 0:
+            return [unshare, "-r", "--root={root}"]
+    if chroot and os.geteuid() == 0:
+        return [chroot, "{root}"]
+    return None
+
+
+SCRATCH_ROOT = scratch_root_prefix()
 needs_scratch_root = pytest.mark.skipif(
-    not Path("/bin/busybox").is_file()
-    or subprocess.run(["unshare", "-r", "true"], capture_output=True, check=False).returncode != 0,
-    reason="needs a static busybox and unprivileged user namespaces",
+    not Path("/bin/busybox").is_file() or SCRATCH_ROOT is None,
+    reason="needs a static /bin/busybox (busybox-static) and a scratch root: unprivileged user "
+    "namespaces (unshare -r) or root (chroot)",
 )
 
 
 def in_scratch_root(root: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    assert SCRATCH_ROOT is not None
+    prefix = [part.format(root=root) for part in SCRATCH_ROOT]
     return subprocess.run(
-        ["unshare", "-r", f"--root={root}", "/bin/sh", "/buildbox/packages.sh"],
+        [*prefix, "/bin/sh", "/buildbox/packages.sh"],
         capture_output=True, text=True, check=False, env={"PATH": "/usr/bin:/bin", **env},
     )  # fmt: skip
 
@@ -252,14 +270,36 @@ def test_packages_refuses_a_booted_system(tmp_path: Path) -> None:
     assert (root / "var/log/dpkg.log").exists()
 
 
+def tamper_the_deb(context: Path) -> str:
+    (context / "packages" / "hello_2.10-3_amd64.deb").write_bytes(b"x")
+    return "hello 2.10-3 (amd64): hello_2.10-3_amd64.deb"
+
+
+def remove_the_deb(context: Path) -> str:
+    (context / "packages" / "hello_2.10-3_amd64.deb").unlink()
+    return "hello 2.10-3 (amd64): hello_2.10-3_amd64.deb"
+
+
+def tamper_the_second_of_two(context: Path) -> str:
+    """The first package is as locked: dpkg must not get it either (all are checked first)."""
+    deb = context / "packages" / "zlib1g_1.3_amd64.deb"
+    deb.write_bytes(b"!<arch>\nzlib1g\n")
+    locked = hashlib.sha256(deb.read_bytes()).hexdigest()
+    with (context / "packages.tsv").open("a") as listed:
+        listed.write(f"zlib1g\t1.3\tamd64\t{locked}\t{deb.name}\n")
+    deb.write_bytes(b"!<arch>\nzlib1g, with something added\n")
+    return "zlib1g 1.3 (amd64): zlib1g_1.3_amd64.deb"
+
+
 @needs_scratch_root
-def test_packages_installs_nothing_when_a_deb_is_not_the_locked_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tamper", [tamper_the_deb, remove_the_deb, tamper_the_second_of_two])
+def test_packages_installs_nothing_when_a_deb_is_not_the_locked_one(
+    tmp_path: Path, tamper: Callable[[Path], str]
+) -> None:
     root, record = scratch_root(tmp_path)
-    (root / "buildbox" / "packages" / "hello_2.10-3_amd64.deb").write_bytes(b"x")
+    named = tamper(root / "buildbox")
     result = in_scratch_root(root, {"BUILDBOX_ROOT": "/"})
     assert result.returncode == 1
-    assert "buildbox: hello 2.10-3 (amd64): hello_2.10-3_amd64.deb does not have the locked " in (
-        result.stderr
-    )
-    assert not record.exists()
+    assert f"buildbox: {named} does not have the locked sha256 " in result.stderr
+    assert not record.exists(), f"dpkg ran: {record.read_text()!r}"
     assert (root / "var/log/dpkg.log").exists()

@@ -169,7 +169,7 @@ def test_a_corrupt_record_is_a_clear_message_where_it_is_read(tmp_path: Path) ->
     assert run_cli(root, "list").returncode == 0
     result = run_cli(root, "ref", "demo")
     assert result.returncode == 1
-    assert "buildbox.lock.json cannot be read" in result.stderr
+    assert "buildbox.lock.json: releases[0], box: expected a string, got 1" in result.stderr
     assert "restore it from git" in result.stderr
     assert "Traceback" not in result.stderr
 

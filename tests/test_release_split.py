@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tarfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ from buildbox.oci.documents import (
 from buildbox.oci.registry import Registry as Client
 from buildbox.release import record
 from conftest import FixtureProject, missing
-from projects import BASE, SHA_B, component, make_project, run_cli
+from projects import BASE, SHA_B, component, make_project, run_cli, settings_for
 from publishing import PASSWORD, commit_all, git, key_pair, publishing, tag_digest  # noqa: F401
 from registry import Registry
 
@@ -249,7 +249,9 @@ def test_sign_digest_signs_tags_and_records_what_was_pushed(signing: Signing) ->
     assert f"released {reference}" in result.stdout
     assert tag_of(signing, "v1") == pushed.index
 
-    [entry] = record.load(signing.root)
+    [entry] = record.load(
+        replace(settings_for(signing.root), registry=signing.name.rsplit("/", 1)[0])
+    )
     assert (entry.box, entry.version, entry.reference) == ("demo", "1", reference)
     assert (entry.inputs_digest, entry.revision) == (signing.inputs_digest, signing.commit)
     assert {p: f.digest for p, f in entry.platforms.items()} == pushed.images
@@ -381,7 +383,7 @@ def test_push_only_pushes_by_digest_and_the_sign_stage_completes_it(
 
     signed = run_cli(root, "release", "--box=fixture", f"--sign-digest={index}")
     assert signed.returncode == 0, signed.stdout + signed.stderr
-    [entry] = record.load(root)
+    [entry] = record.load(replace(settings_for(root), registry=publishing.registry))
     assert entry.reference == f"{digests['repository']}:v1@{index}"
     assert entry.inputs_digest == digests["inputs_digest"]
     assert tag_digest(registry, repository, "v1") == index

@@ -207,7 +207,7 @@ def test_an_old_signed_digest_recorded_as_a_new_version_is_refused(
         )  # fmt: skip
 
     record.add(root, [], entry("1", inputs))
-    record.add(root, record.load(root), entry("2", "sha256:" + "e" * 64))
+    record.add(root, record.load(settings), entry("2", "sha256:" + "e" * 64))
 
     genuine = run_cli(root, "verify-release", "demo", "--version=1", f"--key={public}")
     assert genuine.returncode == 0, genuine.stdout + genuine.stderr

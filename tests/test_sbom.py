@@ -220,6 +220,80 @@ def test_sbom_diff_of_missing_files_is_a_clear_error(tmp_path: Path) -> None:
     assert f"no SBOM at {root}/sbom/demo/v1-linux-amd64.cdx.json" in missing.stderr
 
 
+GOOD_COMPONENT = {
+    "type": "library",
+    "name": "zlib1g",
+    "version": "1.2",
+    "purl": "pkg:deb/debian/zlib1g@1.2",
+}
+
+#: JSON that is not an SBOM -> the words of the one line naming the file.
+NOT_SBOMS: dict[str, tuple[Any, str]] = {
+    "a JSON list": ([GOOD_COMPONENT], "the JSON is a list, not an object"),
+    "a JSON string": ("bom", "the JSON is a string, not an object"),
+    "an object without components": ({"name": "x"}, 'no "bomFormat": "CycloneDX"'),
+    "components not a list": (
+        {"bomFormat": "CycloneDX", "components": {"zlib1g": "1.2"}},
+        "components is a mapping, not a list",
+    ),
+    "a component not an object": (
+        {"bomFormat": "CycloneDX", "components": ["zlib1g"]},
+        "components[0] is a string, not an object",
+    ),
+    "a component without a name": (
+        {"bomFormat": "CycloneDX", "components": [{"version": "1"}]},
+        "components[0].name is missing",
+    ),
+    "a version that is a list": (
+        {"bomFormat": "CycloneDX", "components": [{**GOOD_COMPONENT, "version": [1]}]},
+        "components[0].version is a list, not text",
+    ),
+    "a purl that is not one": (
+        {"bomFormat": "CycloneDX", "components": [{**GOOD_COMPONENT, "purl": "zlib1g"}]},
+        "components[0].purl 'zlib1g' is not a package URL",
+    ),
+    "hashes not a list of objects": (
+        {"bomFormat": "CycloneDX", "components": [{**GOOD_COMPONENT, "hashes": ["abc"]}]},
+        "components[0].hashes[0] is a string, not an object",
+    ),
+    "a hash that is a number": (
+        {"bomFormat": "CycloneDX", "components": [{**GOOD_COMPONENT, "hashes": [{"content": 5}]}]},
+        "components[0].hashes[0].content is a number, not text",
+    ),
+}
+
+
+@pytest.mark.parametrize("side", ["from", "to"])
+@pytest.mark.parametrize("case", NOT_SBOMS.values(), ids=NOT_SBOMS.keys())
+def test_sbom_diff_of_json_that_is_not_an_sbom_names_the_file(
+    tmp_path: Path, case: tuple[Any, str], side: str
+) -> None:
+    data, words = case
+    good = tmp_path / "good.cdx.json"
+    good.write_text(json.dumps({"bomFormat": "CycloneDX", "components": [GOOD_COMPONENT]}))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    files = [str(bad), str(good)] if side == "from" else [str(good), str(bad)]
+    result = run_cli(make_project(tmp_path / "p"), "sbom-diff", *files)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"buildbox: {bad} is not a CycloneDX SBOM: {words}"), line
+    assert line.endswith("compare the .cdx.json files `invoke sbom` or `invoke release` wrote")
+    assert result.stdout == ""
+
+
+def test_sbom_diff_of_an_sbom_without_components_is_no_components(tmp_path: Path) -> None:
+    """CycloneDX lets an SBOM list no components: compared, everything was added."""
+    empty, full = tmp_path / "empty.cdx.json", tmp_path / "full.cdx.json"
+    empty.write_text(json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.6"}))
+    full.write_text(json.dumps({"bomFormat": "CycloneDX", "components": [GOOD_COMPONENT]}))
+    result = run_cli(make_project(tmp_path / "p"), "sbom-diff", str(empty), str(full))
+    assert result.returncode == 0, result.stderr
+    [row] = [line.split() for line in result.stdout.splitlines() if "zlib1g" in line]
+    assert row[0] == "added"
+
+
 def test_dpkg_status_keeps_only_installed_packages() -> None:
     text = (FIXTURES / "dpkg" / "status").read_text() + (
         "\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1.0\nArchitecture: amd64\n"

@@ -104,7 +104,8 @@ def test_matrix_leaves_out_released_versions(two_boxes: Path) -> None:
     listed = json.loads(run_cli(two_boxes, "list", "--json").stdout)
     digest = next(box["inputs_digest"] for box in listed if box["box"] == "other")
     entry = {
-        "box": "other", "version": "2", "reference": "r.example/b/other:v2@sha256:" + "1" * 64,
+        "box": "other", "version": "2",
+        "reference": "127.0.0.1:5000/buildbox/other:v2@sha256:" + "1" * 64,
         "digest": "sha256:" + "1" * 64, "inputs_digest": digest, "revision": "0" * 40,
         "platforms": {"linux/amd64": {
             "digest": "sha256:" + "1" * 64, "sbom_path": "sbom/other/v2-linux-amd64.cdx.json",

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from buildbox.digests import digest_of
-from buildbox.errors import BuildboxError
 from buildbox.oci.referrers import find_sbom
 from buildbox.oci.refs import Reference
 from buildbox.oci.registry import Registry, open_registry
 from buildbox.release import record, signing
-from buildbox.sbom import cyclonedx
+from buildbox.sbom import validation
 from buildbox.settings import Settings
 
 
@@ -24,7 +23,7 @@ def audit_release(settings: Settings, registry: Registry, release: record.Releas
             f"recorded {release.digest}"
         )
     for platform, facts in sorted(release.platforms.items()):
-        problems += _audit_platform(settings, registry, reference, platform, facts)
+        problems += _audit_platform(settings, registry, reference, release.box, platform, facts)
     checks = signing.trust(settings)
     if checks is not None:  # signatures and attestations, when there is a key to check them with
         findings = signing.verify_release(settings, registry, release, checks)
@@ -48,6 +47,7 @@ def _audit_platform(
     settings: Settings,
     registry: Registry,
     reference: Reference,
+    box: str,
     platform: str,
     facts: record.PlatformRelease,
 ) -> list[str]:
@@ -59,10 +59,12 @@ def _audit_platform(
     elif digest_of(committed) != facts.sbom_digest:
         problems.append(f"{facts.sbom_path} differs from the recorded sha256")
     else:
-        try:
-            cyclonedx.validate(committed.decode())
-        except BuildboxError as error:
-            problems.append(f"{facts.sbom_path}: {error}")
+        invalid = validation.problems(committed.decode("utf-8", errors="replace"))
+        if invalid:
+            problems.append(
+                f"{facts.sbom_path} is not valid CycloneDX 1.6: {'; '.join(invalid[:5])}; restore "
+                f"it from git (`git checkout -- {facts.sbom_path}`) or release {box} again"
+            )
     attached = find_sbom(registry, reference.repository, facts.digest)
     if attached is None:
         problems.append(f"no SBOM is attached to the {platform} image {facts.digest}")

@@ -141,7 +141,7 @@ def publish_box(
         Described(b, r, p, cyclonedx.describe(engine, project, box, b, r, revision, p, target.name))
         for b, r, p in zip(built, reports, prepared, strict=True)
     ]
-    releases = record.load(project.settings.root)
+    releases = record.load(project.settings)
     with open_registry(target, project.settings) as registry:
         return publish(project, box, described, registry, revision, releases, progress=progress)
 

@@ -106,7 +106,7 @@ def release_box(
     """Build, verify, prepare, describe, push, then sign, tag and record the box's current
     version: the push stage and the sign stage, in one process."""
     settings = project.settings
-    releases = record.load(settings.root)
+    releases = record.load(settings)
     signing.signing_key(settings)  # a key that is not there fails now, not after building
     digest = inputs_digest(box, project.library, settings)
     with open_registry(_target(project, box), settings) as registry:
@@ -135,7 +135,7 @@ def push_box(
     """The push stage alone (`invoke release --push-only`): build, verify, prepare, describe
     and push by digest; no key is read, nothing is signed, tagged or recorded."""
     settings = project.settings
-    releases = record.load(settings.root)
+    releases = record.load(settings)
     digest = inputs_digest(box, project.library, settings)
     target = _target(project, box)
     with open_registry(target, settings) as registry:
@@ -164,7 +164,7 @@ def sign_pushed(
     each image's labels and SBOM held to this checkout; then signed, tagged and recorded."""
     digest = parse_digest(digest)
     settings = project.settings
-    releases = record.load(settings.root)
+    releases = record.load(settings)
     signing.signing_key(settings)
     inputs = inputs_digest(box, project.library, settings)
     target = _target(project, box)
@@ -410,7 +410,7 @@ def record_release(
 
 def unreleased(project: Project) -> list[dict[str, str]]:
     """Each box and platform whose current version is not released yet (a CI job matrix)."""
-    releases = record.load(project.settings.root)
+    releases = record.load(project.settings)
     return [
         {"box": box.name, "version": box.version, "platform": platform}
         for box in project.boxes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from packageurl import PackageURL
 
@@ -36,13 +36,60 @@ class Change:
 
 
 def load(path: Path) -> dict[str, Any]:
+    """The SBOM at ``path``, its components of the shape ``diff`` reads; anything else (JSON
+    that is not a CycloneDX SBOM) is one error naming the file."""
     try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BuildboxError(f"no SBOM at {path}") from None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise BuildboxError(f"{path} is not a readable JSON SBOM: {error}") from None
-    return data
+    wrong = _not_an_sbom(data)
+    if wrong:
+        raise BuildboxError(
+            f"{path} is not a CycloneDX SBOM: {wrong}; compare the .cdx.json files `invoke sbom` "
+            "or `invoke release` wrote"
+        )
+    return cast(dict[str, Any], data)
+
+
+def _not_an_sbom(data: Any) -> str | None:
+    """What in ``data`` is not the CycloneDX ``diff`` compares (None: nothing)."""
+    if not isinstance(data, dict):
+        return f"the JSON is {_kind(data)}, not an object"
+    if data.get("bomFormat") != "CycloneDX":
+        return 'no "bomFormat": "CycloneDX"'
+    components = data.get("components", [])  # CycloneDX lets an SBOM list none
+    if not isinstance(components, list):
+        return f"components is {_kind(components)}, not a list"
+    for index, component in enumerate(components):
+        where = f"components[{index}]"
+        if not isinstance(component, dict):
+            return f"{where} is {_kind(component)}, not an object"
+        if "name" not in component:
+            return f"{where}.name is missing"
+        for field in ("type", "name", "version", "purl"):
+            if field in component and not isinstance(component[field], str):
+                return f"{where}.{field} is {_kind(component[field])}, not text"
+        if component.get("purl"):
+            try:
+                PackageURL.from_string(component["purl"])
+            except ValueError as error:
+                return f"{where}.purl {component['purl']!r} is not a package URL ({error})"
+        hashes = component.get("hashes", [])
+        if not isinstance(hashes, list):
+            return f"{where}.hashes is {_kind(hashes)}, not a list"
+        for number, entry in enumerate(hashes):
+            if not isinstance(entry, dict):
+                return f"{where}.hashes[{number}] is {_kind(entry)}, not an object"
+            if not isinstance(entry.get("content", ""), str):
+                return f"{where}.hashes[{number}].content is {_kind(entry['content'])}, not text"
+    return None
+
+
+def _kind(value: Any) -> str:
+    kinds = {dict: "a mapping", list: "a list", str: "a string", bool: "true or false"}
+    return "null" if value is None else kinds.get(type(value), "a number")
 
 
 def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:

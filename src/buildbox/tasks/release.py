@@ -259,7 +259,7 @@ def ref(
     """Print the pinned reference of a released box (repo:tag@sha256:...) for consumers to use."""
     from buildbox.release import record
 
-    found = record.require(settings(ctx).root, box, version)
+    found = record.require(settings(ctx), box, version)
     if json_:
         print(json.dumps(dataclasses.asdict(found), indent=2))
     else:
@@ -275,7 +275,7 @@ def audit(ctx: Context, box: str | None = None) -> None:
     from buildbox.release.audit import audit as audit_stage
 
     found = settings(ctx)
-    releases = [r for r in record.load(found.root) if box in (None, r.box)]
+    releases = [r for r in record.load(found) if box in (None, r.box)]
     if releases:
         local_registry.ensure_running(found)
     results = audit_stage(found, releases)
@@ -321,7 +321,7 @@ def verify_release(
         found = dataclasses.replace(
             found, signing_public_key=key or "", signing_identity=identity or ""
         )
-    release = record.require(found.root, box, version)
+    release = record.require(found, box, version)
     checks = signing.trust(found)
     if checks is None:
         raise BuildboxError(
@@ -358,7 +358,7 @@ def reproduce(
     from buildbox.release.reproduce import reproduce as reproduce_stage
 
     found = settings(ctx, builder)
-    release = record.require(found.root, box, version)
+    release = record.require(found, box, version)
     local_registry.ensure_running(found)
     with (
         engine_and_fetcher(found, 1) as (engine, fetcher),
