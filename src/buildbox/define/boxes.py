@@ -19,6 +19,8 @@ from buildbox.settings import Settings
 
 BOX_FILE = "box.yaml"
 DOCKERFILE = "Dockerfile"
+#: A box's name is a component of its image's repository path (OCI distribution spec).
+BOX_NAME = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*")
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,18 @@ def leaving_message(directory: Path, target: str) -> str:
     )
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a box (its image repository), or None."""
+    if BOX_NAME.fullmatch(name):
+        return None
+    words = re.findall(r"[a-z0-9]+", name.lower())
+    return (
+        f"{name!r} is not a valid box name: it names the box's image repository, so it must "
+        f"match {BOX_NAME.pattern} (lowercase letters and digits, joined by '.', '_', '__' or "
+        f"dashes); rename the directory, e.g. to {'-'.join(words) or 'box'}"
+    )
+
+
 def _bootstrap(data: object) -> Bootstrap | None:
     if not isinstance(data, dict):
         return None
@@ -220,6 +234,8 @@ def load_box(
     box_file = directory / BOX_FILE
     shown = settings.shown(box_file)
     found: list[Problem] = []
+    if wrong_name := name_problem(directory.name):
+        found.append(Problem(settings.shown(directory), None, "", wrong_name))
     if not (directory / DOCKERFILE).is_file():
         found.append(
             Problem(
