@@ -71,7 +71,7 @@ def parse(text: str, shown: str) -> Any:
     yaml.Composer = _BoundedComposer
     try:
         return yaml.load(text)
-    except _Refused as refused:
+    except _RefusedError as refused:
         raise YamlError(shown, refused.line, refused.reason) from None
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
@@ -83,14 +83,14 @@ def parse(text: str, shown: str) -> Any:
         raise YamlError(shown, None, f"invalid YAML: {error}") from None
 
 
-class _Refused(Exception):
+class _RefusedError(Exception):
     def __init__(self, line: int, reason: str) -> None:
         super().__init__(reason)
         self.line = line
         self.reason = reason
 
 
-class _BoundedComposer(Composer):  # type: ignore[misc]
+class _BoundedComposer(Composer):
     """ruamel's composer, counting as it goes: nesting, and values with aliases expanded."""
 
     def __init__(self, loader: Any = None) -> None:
@@ -108,7 +108,7 @@ class _BoundedComposer(Composer):  # type: ignore[misc]
             if node is not None:  # an undefined alias: ruamel says so
                 size = self._sizes.get(id(node))
                 if size is None:
-                    raise _Refused(
+                    raise _RefusedError(
                         line,
                         f"the alias *{event.anchor} is used inside the value it names (a "
                         "cycle); write the value out",
@@ -116,7 +116,7 @@ class _BoundedComposer(Composer):  # type: ignore[misc]
                 self._count(size, line)
             return super().compose_node(parent, index)
         if self._depth >= MAX_DEPTH:
-            raise _Refused(
+            raise _RefusedError(
                 line,
                 f"nested more than {MAX_DEPTH} levels deep; a definition needs a few levels "
                 "(is a bracket left open?)",
@@ -133,7 +133,7 @@ class _BoundedComposer(Composer):  # type: ignore[misc]
     def _count(self, values: int, line: int) -> None:
         self._values += values
         if self._values > MAX_VALUES:
-            raise _Refused(
+            raise _RefusedError(
                 line,
                 f"holds more than {MAX_VALUES} values with its aliases expanded; a definition "
                 "holds far fewer (write repeated parts out instead of nesting aliases)",

@@ -7,6 +7,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from buildbox.define import yamldoc
 from buildbox.define.dockerfile import check_dockerfile
@@ -288,6 +289,7 @@ def load_box(
                     box.packages,
                     box.platforms,
                     box.name,
+                    (*settings.allow_http_hosts, *_mirror_host(box)),
                 )
                 found.extend(wrong if check_lock else ())
                 box = replace(box, lock=lock)
@@ -302,6 +304,12 @@ def load_box(
         )
     problems.extend(found)
     return box if not found else None
+
+
+def _mirror_host(box: Box) -> tuple[str, ...]:
+    """The archive box.yaml names (over http too: apt verifies it by its signed InRelease)."""
+    host = urlsplit(box.bootstrap.mirror).hostname if box.bootstrap else None
+    return (host,) if host else ()
 
 
 def _check_box(
