@@ -19,6 +19,7 @@ LAYERS = (
     ("define",),
     ("oci", "local_registry"),
     ("settings", "source", "http"),
+    ("yamlsafe",),
     ("errors", "files", "digests", "lazy_jsonschema"),
 )
 LEVEL = {part: level for level, parts in enumerate(LAYERS) for part in parts}

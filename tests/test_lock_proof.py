@@ -201,11 +201,12 @@ def test_a_zeroed_sha256_is_one_error_naming_the_package(archive: Archive) -> No
 def test_a_url_on_another_host_is_an_error(archive: Archive) -> None:
     archive.edit(
         lambda d: package(d, "make").update(
-            url=str(package(d, "make")["url"]).replace("127.0.0.1", "evil.invalid")
+            # https: plain http to a host not allowed is refused before the proof is read
+            url=str(package(d, "make")["url"]).replace("http://127.0.0.1", "https://evil.invalid")
         )
     )
     message = only(archive.check())
-    assert "platforms.linux/amd64.make.url: http://evil.invalid" in message
+    assert "platforms.linux/amd64.make.url: https://evil.invalid" in message
     assert "is not the signed index's http://127.0.0.1" in message
 
 

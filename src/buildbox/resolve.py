@@ -35,7 +35,7 @@ from urllib.parse import unquote
 
 from debian import deb822
 
-from buildbox.build.bootstrap import deb_arch, mmdebstrap_options, run_mmdebstrap
+from buildbox.build.bootstrap import mmdebstrap_options, run_mmdebstrap
 from buildbox.build.build import ensure_base
 from buildbox.build.engine import Engine
 from buildbox.define.boxes import Box
@@ -49,6 +49,7 @@ from buildbox.define.lock import (
     PlatformLock,
     Signed,
     Source,
+    deb_arch,
     keyring_files,
     proof_problems,
     read_index,

@@ -44,7 +44,7 @@ from pathlib import Path
 from buildbox.build.buildkit import docker_cli
 from buildbox.build.engine import Engine, LocalImage, build_environment
 from buildbox.define.boxes import Box
-from buildbox.define.lock import LockedPackage
+from buildbox.define.lock import LockedPackage, deb_arch
 from buildbox.digests import file_sha256
 from buildbox.errors import BuildboxError
 from buildbox.files import write_atomically
@@ -246,11 +246,6 @@ def mmdebstrap_options(box: Box, platform: str) -> list[str]:
     if box.packages:
         options.append("--include=" + ",".join(box.packages))
     return options
-
-
-def deb_arch(platform: str) -> str:
-    """Debian's name for a platform's architecture (linux/arm/v7 is armhf)."""
-    return {"linux/arm/v7": "armhf", "linux/arm/v6": "armel"}.get(platform, platform.split("/")[1])
 
 
 def run_mmdebstrap(command: list[str], what: str, epoch: int | None = None) -> None:

@@ -7,6 +7,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from buildbox.define import yamldoc
 from buildbox.define.dockerfile import check_dockerfile
@@ -19,6 +20,8 @@ from buildbox.settings import Settings
 
 BOX_FILE = "box.yaml"
 DOCKERFILE = "Dockerfile"
+#: A box's name is a component of its image's repository path (OCI distribution spec).
+BOX_NAME = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*")
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,18 @@ def leaving_message(directory: Path, target: str) -> str:
     )
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a box (its image repository), or None."""
+    if BOX_NAME.fullmatch(name):
+        return None
+    words = re.findall(r"[a-z0-9]+", name.lower())
+    return (
+        f"{name!r} is not a valid box name: it names the box's image repository, so it must "
+        f"match {BOX_NAME.pattern} (lowercase letters and digits, joined by '.', '_', '__' or "
+        f"dashes); rename the directory, e.g. to {'-'.join(words) or 'box'}"
+    )
+
+
 def _bootstrap(data: object) -> Bootstrap | None:
     if not isinstance(data, dict):
         return None
@@ -220,6 +235,8 @@ def load_box(
     box_file = directory / BOX_FILE
     shown = settings.shown(box_file)
     found: list[Problem] = []
+    if wrong_name := name_problem(directory.name):
+        found.append(Problem(settings.shown(directory), None, "", wrong_name))
     if not (directory / DOCKERFILE).is_file():
         found.append(
             Problem(
@@ -272,6 +289,7 @@ def load_box(
                     box.packages,
                     box.platforms,
                     box.name,
+                    (*settings.allow_http_hosts, *_mirror_host(box)),
                 )
                 found.extend(wrong if check_lock else ())
                 box = replace(box, lock=lock)
@@ -286,6 +304,12 @@ def load_box(
         )
     problems.extend(found)
     return box if not found else None
+
+
+def _mirror_host(box: Box) -> tuple[str, ...]:
+    """The archive box.yaml names (over http too: apt verifies it by its signed InRelease)."""
+    host = urlsplit(box.bootstrap.mirror).hostname if box.bootstrap else None
+    return (host,) if host else ()
 
 
 def _check_box(

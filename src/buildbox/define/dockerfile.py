@@ -260,6 +260,8 @@ def check_dockerfile(path: Path, shown: str, *, network: bool) -> list[Problem]:
         content = path.read_bytes()
     except OSError as error:
         return [Problem(shown, None, "", f"cannot be read: {error}")]
+    if wrong := _not_utf8(content, shown):
+        return [wrong]  # every rule reads the text; a guess at it could pass what is refused
     problems = _directive_problems(content.decode("utf-8-sig", "replace"), shown)
     stages: list[str] = []
     uses_base = False
@@ -284,6 +286,22 @@ def check_dockerfile(path: Path, shown: str, *, network: bool) -> list[Problem]:
             )
         )
     return problems
+
+
+def _not_utf8(content: bytes, shown: str) -> Problem | None:
+    """The first byte that is not UTF-8, as a problem naming its line and column."""
+    try:
+        content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line_start = content.rfind(b"\n", 0, error.start) + 1
+        return Problem(
+            shown,
+            content.count(b"\n", 0, error.start) + 1,
+            "",
+            f"byte {content[error.start]:#04x} at column {error.start - line_start + 1} is not "
+            "UTF-8, which the builder reads a Dockerfile as; save it as UTF-8",
+        )
+    return None
 
 
 #: A box's files that never reach the build as files (the lock's proof neither).

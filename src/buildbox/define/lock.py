@@ -22,13 +22,15 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from debian import deb822
 
+from buildbox.define import yamldoc
+from buildbox.define.library import url_problem
 from buildbox.errors import Problem
 
 LOCK_FILE = "packages.lock"
@@ -39,8 +41,19 @@ SCHEMA = "buildbox-packages/2"
 _OLD_SCHEMAS = ("buildbox-packages/1",)
 #: A box's keyring when box.yaml names none (relative to the project root).
 DEFAULT_KEYRING = "shared/keyrings/debian"
-_FINGERPRINT = re.compile(r"[0-9A-F]{40}")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: A .deb's name in the archive's pool: ``name_version_arch.deb`` (the version without epoch).
+_DEB_FILE = re.compile(r"[a-z0-9][a-z0-9+.-]*_[A-Za-z0-9.+~-]+_[a-z0-9-]+\.deb")
+#: Debian's and Ubuntu's archives, which apt itself reads over plain http: every file is
+#: verified by the signed InRelease (as `invoke check` re-derives each pin from it).
+ARCHIVE_HOSTS = (
+    "deb.debian.org",
+    "security.debian.org",
+    "snapshot.debian.org",
+    "archive.ubuntu.com",
+    "security.ubuntu.com",
+    "ports.ubuntu.com",
+    "snapshot.ubuntu.com",
+)
 #: ``name`` or ``name=version``, as apt-get install takes them.
 _SPEC = re.compile(r"^([a-z0-9][a-z0-9+.-]+)(?:=([A-Za-z0-9.+~:-]+))?$")
 
@@ -142,74 +155,107 @@ def parse_spec(spec: str) -> tuple[str, str | None] | None:
     return (found.group(1), found.group(2)) if found else None
 
 
-def read(path: Path) -> PackageLock:
-    """The lock at ``path``; ValueError (with a reason a person can act on) when malformed."""
+def deb_arch(platform: str) -> str:
+    """Debian's name for a platform's architecture (linux/arm/v7 is armhf)."""
+    return {"linux/arm/v7": "armhf", "linux/arm/v6": "armel"}.get(platform, platform.split("/")[1])
+
+
+def read(path: Path, shown: str) -> tuple[PackageLock | None, list[Problem]]:
+    """The lock at ``path`` if every field of it is well-formed (its schema); otherwise None
+    and what is wrong, each problem naming its field."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot be read: {error}") from None
+        return None, [Problem(shown, None, "", f"cannot be read: {error}")]
     except ValueError as error:
-        raise ValueError(f"is not JSON: {error}") from None
+        return None, [Problem(shown, None, "", f"is not JSON: {error}")]
     schema = document.get("schema") if isinstance(document, dict) else None
     if schema in _OLD_SCHEMAS:
-        raise ValueError(f"was written without its signed proof (schema {schema!r})")
+        message = f"was written without its signed proof (schema {schema!r})"
+        return None, [Problem(shown, None, "", message)]
     if not isinstance(document, dict) or schema != SCHEMA:
-        raise ValueError(f"is not a package lock (schema {SCHEMA!r} expected)")
-    try:
-        platforms = {
-            str(platform): PlatformLock(
-                _text(facts["base_image"]),
-                tuple(_package(p) for p in facts["packages"]),
-                tuple(_source(s) for s in facts["sources"]),
-            )
-            for platform, facts in document["platforms"].items()
-        }
-        return PackageLock(
-            _text(document["base"]),
-            tuple(map(_text, document["requested"])),
-            platforms,
-            _text(document["snapshot"]),
-            _text(document["keyring"]),
+        message = f"is not a package lock (schema {SCHEMA!r} expected)"
+        return None, [Problem(shown, None, "", message)]
+    found = [
+        replace(problem, field=_field(document, path))
+        for path, problem in yamldoc.validate(document, "packages-lock", shown)
+    ]
+    if found:
+        return None, found
+    platforms = {
+        platform: PlatformLock(
+            facts["base_image"],
+            tuple(LockedPackage(**entry) for entry in facts["packages"]),
+            tuple(
+                Source(
+                    entry["url"],
+                    entry["suite"],
+                    entry["inrelease"],
+                    tuple(entry["signed_by"]),
+                    tuple(Index(**index) for index in entry["indices"]),
+                )
+                for entry in facts["sources"]
+            ),
         )
-    except (KeyError, TypeError, AttributeError, ValueError) as error:
-        raise ValueError(f"is malformed ({type(error).__name__}: {error})") from None
+        for platform, facts in document["platforms"].items()
+    }
+    lock = PackageLock(
+        document["base"],
+        tuple(document["requested"]),
+        platforms,
+        document["snapshot"],
+        document["keyring"],
+    )
+    return lock, []
 
 
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected text, got {value!r}")
-    return value
+def _field(document: dict[str, Any], path: yamldoc.FieldPath) -> str:
+    """A field of the lock as problems name it: a package by its name, not by its index."""
+    steps = list(path)
+    if len(steps) > 3 and steps[0] == "platforms" and steps[2] == "packages":
+        entry = document["platforms"][steps[1]]["packages"][steps[3]]
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str) and name:
+            steps[2:4] = [name]
+    return yamldoc.field_name(tuple(steps))
 
 
-def _package(entry: Any) -> LockedPackage:
-    fields = {key: entry[key] for key in ("name", "version", "architecture", "url", "sha256")}
-    for value in fields.values():
-        _text(value)
-    if not _SHA256.fullmatch(fields["sha256"]):
-        raise ValueError(f"{fields['name']}: sha256 must be 64 lowercase hex characters")
-    size = entry["size"]
-    if isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"{fields['name']}: size must be a whole number")
-    return LockedPackage(**fields, size=size)
-
-
-def _source(entry: Any) -> Source:
-    url, suite, inrelease = (_text(entry[key]) for key in ("url", "suite", "inrelease"))
-    if posixpath.basename(inrelease) != inrelease or inrelease.startswith("."):
-        raise ValueError(f"{inrelease!r} is not a file name in {PROOF_DIR}/")
-    signed_by = tuple(map(_text, entry["signed_by"]))
-    if not signed_by or not all(_FINGERPRINT.fullmatch(f) for f in signed_by):
-        raise ValueError(f"{inrelease}: signed_by must list key fingerprints (40 hex digits)")
-    return Source(url, suite, inrelease, signed_by, tuple(_index(i) for i in entry["indices"]))
-
-
-def _index(entry: Any) -> Index:
-    path, sha256, size = _text(entry["path"]), _text(entry["sha256"]), entry["size"]
-    if not _SHA256.fullmatch(sha256):
-        raise ValueError(f"{path}: sha256 must be 64 lowercase hex characters")
-    if isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"{path}: size must be a whole number")
-    return Index(path, sha256, size)
+def field_problems(
+    lock: PackageLock, shown: str, allow_http_hosts: tuple[str, ...]
+) -> list[Problem]:
+    """What the schema cannot say of a lock: where its files come from (as components' URLs,
+    and over http also from ARCHIVE_HOSTS), that each .deb's name is an archive file name
+    (packages.sh takes it as one unquoted word), that each package is of its platform's
+    architecture, and that none is listed twice."""
+    found = []
+    hosts = (*allow_http_hosts, *ARCHIVE_HOSTS)
+    for platform, facts in sorted(lock.platforms.items()):
+        for index, source in enumerate(facts.sources):
+            if wrong := url_problem(source.url, hosts):
+                field = f"platforms.{platform}.sources[{index}].url"
+                found.append(Problem(shown, None, field, wrong))
+        arch, seen = deb_arch(platform), set()
+        for package in facts.packages:
+            field = f"platforms.{platform}.{package.name}"
+            if (package.name, package.architecture) in seen:
+                found.append(Problem(shown, None, field, "is listed twice"))
+                continue
+            seen.add((package.name, package.architecture))
+            if package.architecture not in (arch, "all"):
+                message = (
+                    f"{package.architecture!r} is not the architecture of {platform}; expected "
+                    f"{arch} or all"
+                )
+                found.append(Problem(shown, None, f"{field}.architecture", message))
+            if wrong := url_problem(package.url, hosts):
+                found.append(Problem(shown, None, f"{field}.url", wrong))
+            elif not _DEB_FILE.fullmatch(package.filename):
+                message = (
+                    f"its file name {package.filename!r} is not an archive file name "
+                    "(name_version_arch.deb, of letters, digits and . + ~ - only)"
+                )
+                found.append(Problem(shown, None, f"{field}.url", message))
+    return found
 
 
 def problems(
@@ -220,15 +266,19 @@ def problems(
     requested: tuple[str, ...],
     platforms: tuple[str, ...],
     box: str,
+    allow_http_hosts: tuple[str, ...] = (),
 ) -> tuple[PackageLock | None, list[Problem]]:
-    """The lock of a box that lists ``requested`` packages, and what is wrong with it."""
+    """The lock of a box that lists ``requested`` packages, and what is wrong with it (plain
+    http is allowed to loopback, ``allow_http_hosts`` and ARCHIVE_HOSTS)."""
     hint = f"run `invoke lock {box}`"
     if not lock_path.is_file():
         return None, [Problem(shown, None, "", f"missing; the box lists packages: {hint}")]
-    try:
-        lock = read(lock_path)
-    except ValueError as error:
-        return None, [Problem(shown, None, "", f"{error}; {hint} to write it again")]
+    lock, wrong = read(lock_path, shown)
+    if lock is not None:
+        wrong = field_problems(lock, shown, allow_http_hosts)
+    if lock is None or wrong:
+        again = f"{hint} to write it again"
+        return None, [replace(p, message=f"{p.message}; {again}") for p in wrong]
     found = []
     if lock.base != base:
         found.append(

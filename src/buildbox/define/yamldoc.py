@@ -9,11 +9,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedBase, CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from buildbox import lazy_jsonschema
+from buildbox import lazy_jsonschema, yamlsafe
 from buildbox.errors import Problem
 
 FieldPath = tuple[str | int, ...]
@@ -28,26 +26,18 @@ _TYPE_NAMES = {
 
 
 def load(path: Path, shown_as: str, problems: list[Problem]) -> Any:
-    """The parsed document, or None after recording why it could not be read."""
+    """The parsed document (bounded: ``yamlsafe``), or None after recording why it could not
+    be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        document = yamlsafe.read(path, shown_as)
     except FileNotFoundError:
         problems.append(Problem(shown_as, None, "", "file not found"))
         return None
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
         problems.append(Problem(shown_as, None, "", f"cannot be read: {error}"))
         return None
-    try:
-        # The round-trip loader keeps line numbers and refuses duplicate keys.
-        document = YAML(typ="rt").load(text)
-    except MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark is not None else None
-        what = error.problem or error.context or "invalid YAML"
-        problems.append(Problem(shown_as, line, "", f"invalid YAML: {what}"))
-        return None
-    except YAMLError as error:  # e.g. characters YAML does not allow; no position is known
-        problems.append(Problem(shown_as, None, "", f"invalid YAML: {error}"))
+    except yamlsafe.YamlError as error:
+        problems.append(Problem(shown_as, error.line, "", error.reason))
         return None
     # An empty file is an empty mapping: the schema then names each missing field.
     return CommentedMap() if document is None else document
