@@ -77,7 +77,7 @@ def _schema(name: str) -> dict[str, Any]:
 
 def validate(document: Any, schema_name: str, shown_as: str) -> list[tuple[FieldPath, Problem]]:
     """Every schema violation in ``document``, as (path of the offending field, problem)."""
-    validator = lazy_jsonschema.load().Draft202012Validator(_schema(schema_name))
+    validator = _validator_class()(_schema(schema_name))
     found = []
     for error in sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.path))):
         for path, message in _explain(error):
@@ -85,6 +85,18 @@ def validate(document: Any, schema_name: str, shown_as: str) -> list[tuple[Field
                 (path, Problem(shown_as, line_of(document, path), field_name(path), message))
             )
     return found
+
+
+@cache
+def _validator_class() -> Any:
+    """Draft 2020-12, but a float is never a whole number: YAML reads an unquoted 2.0 as a
+    float, which JSON Schema would take for the integer 2 (and 2.50 as 2.5)."""
+    jsonschema = lazy_jsonschema.load()
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return jsonschema.validators.extend(base, type_checker=checker)
 
 
 def _explain(error: Any) -> Iterator[tuple[FieldPath, str]]:
