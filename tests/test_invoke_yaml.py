@@ -71,6 +71,33 @@ BAD_FILES = [
 ]
 
 
+#: Nine levels of nine aliases: 471 bytes that expand to 9**9 values (it hung past 30 s, in our
+#: check under `buildbox.mirrors` and in invoke's own merge elsewhere).
+ALIAS_BOMB = "".join(
+    f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9) if n else 'lol'}]\n" for n in range(10)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(ALIAS_BOMB, "values with its aliases expanded", id="alias-bomb"),
+        pytest.param("run: " + "[" * 5000, "nested more than", id="deep-nesting"),
+    ],
+)
+def test_a_yaml_bomb_in_invoke_yaml_is_refused_before_it_expands(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    root = make_project(tmp_path)
+    config = root / "invoke.yaml"
+    config.write_text(text)
+    result = run_cli(root, "list")
+    assert result.returncode == 1, result.stdout
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"buildbox: {config}:"), result.stderr
+    assert message in result.stderr
+
+
 @pytest.mark.parametrize(("old", "new", "message"), BAD_FILES)
 def test_a_bad_invoke_yaml_is_one_line_naming_file_line_and_field(
     tmp_path: Path, old: str, new: str, message: str

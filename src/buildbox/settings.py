@@ -17,12 +17,12 @@ import difflib
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Collection, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from buildbox import yamlsafe
 from buildbox.errors import BuildboxError, Problem
 
 ENV_PREFIX = "INVOKE_BUILDBOX_"
@@ -344,42 +344,25 @@ def project_file(root: Path) -> Path | None:
     return next((root / name for name in PROJECT_FILES if (root / name).is_file()), None)
 
 
-def read_yaml_text(text: str) -> Any:
-    """``invoke.yaml``'s text as a document: the one place it is parsed (the round-trip loader
-    refuses duplicate keys and keeps every key's line)."""
-    from ruamel.yaml import YAML  # here: only reading invoke.yaml needs it
-
-    return YAML(typ="rt").load(text)
-
-
 def check_project_file(path: Path, sections: Collection[str]) -> None:
     """Refuse in ``path`` (invoke.yaml) what invoke would ignore, keep the last of, or fail on
     with a traceback: YAML that does not parse, a duplicate key, a top-level key that is neither
     ``buildbox`` nor one of invoke's own ``sections``, a ``buildbox`` that is not a mapping, an
     unknown setting, a bad value. One error naming the file, line and field."""
     from ruamel.yaml.comments import CommentedMap
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     def refuse(line: int | None, field: str, message: str) -> BuildboxError:
         return BuildboxError(str(Problem(str(path), line, field, message)))
 
     try:
-        document = read_yaml_text(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise refuse(None, "", f"cannot be read ({error}); it must be UTF-8 text") from None
-    except MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark is not None else None
-        duplicate = re.match(r'found duplicate key "(.*)" with value', error.problem or "")
-        if duplicate:
-            raise refuse(
-                line, "", f'duplicate key "{duplicate.group(1)}"; keep one (invoke keeps the last)'
-            ) from None
-        opened = error.context_mark if error.context and error.problem else None
-        where = f" ({error.context} from line {opened.line + 1})" if opened else ""
-        raise refuse(line, "", f"invalid YAML: {error.problem or error.context}{where}") from None
-    except YAMLError as error:  # e.g. characters YAML does not allow; no position is known
-        raise refuse(None, "", f"invalid YAML: {str(error).splitlines()[0]}") from None
+        # Bounded (size, nesting, aliases expanded) before invoke's own loader sees it.
+        document = yamlsafe.read(path, str(path))
+    except OSError as error:
+        raise refuse(None, "", f"cannot be read ({error})") from None
+    except yamlsafe.YamlError as error:
+        if error.reason.startswith("duplicate key"):
+            raise refuse(error.line, "", f"{error.reason} (invoke keeps the last)") from None
+        raise refuse(error.line, "", error.reason) from None
     if document is None:
         return
     if not isinstance(document, CommentedMap):

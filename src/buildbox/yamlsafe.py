@@ -12,6 +12,7 @@ share.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +76,19 @@ def parse(text: str, shown: str) -> Any:
         raise YamlError(shown, refused.line, refused.reason) from None
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        what = error.problem or error.context or "invalid YAML"
-        raise YamlError(
-            shown, mark.line + 1 if mark is not None else None, f"invalid YAML: {what}"
-        ) from None
+        raise YamlError(shown, mark.line + 1 if mark else None, _explain(error)) from None
     except YAMLError as error:  # e.g. characters YAML does not allow; no position is known
-        raise YamlError(shown, None, f"invalid YAML: {error}") from None
+        raise YamlError(shown, None, f"invalid YAML: {str(error).splitlines()[0]}") from None
+
+
+def _explain(error: MarkedYAMLError) -> str:
+    """The parser's complaint, without the values it quotes (a duplicate key's values may be a
+    mirror URL with its password), and with the line where an unclosed construct began."""
+    if duplicate := re.match(r'found duplicate key "(.*)" with value', error.problem or ""):
+        return f'duplicate key "{duplicate.group(1)}"; keep one'
+    opened = error.context_mark if error.context and error.problem else None
+    where = f" ({error.context} from line {opened.line + 1})" if opened else ""
+    return f"invalid YAML: {error.problem or error.context or 'not YAML'}{where}"
 
 
 class _RefusedError(Exception):
