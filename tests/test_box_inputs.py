@@ -213,7 +213,7 @@ def top(document: dict[str, Any]) -> None:
     document["comment"] = "edited by hand"
 
 
-PACKAGE = "platforms.linux/amd64.make"
+PACKAGE = "platforms.linux/amd64.packages[0](make)"
 # (edit, the problem's field, words its message has)
 LOCK_CASES: dict[str, tuple[Edit, str, tuple[str, ...]]] = {
     "file URL": (
@@ -247,7 +247,7 @@ LOCK_CASES: dict[str, tuple[Edit, str, tuple[str, ...]]] = {
         f"{PACKAGE}.url",
         ("'make_*_amd64.deb'", "name_version_arch"),
     ),
-    "duplicate entry": (twice, PACKAGE, ("listed twice",)),
+    "duplicate entry": (twice, PACKAGE.replace("[0]", "[1]"), ("listed twice",)),
     "arm64 package under linux/amd64": (
         package(architecture="arm64", url=f"{DEBS}/make_4.3-4.1_arm64.deb"),
         f"{PACKAGE}.architecture",

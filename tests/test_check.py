@@ -102,7 +102,7 @@ CASES: dict[str, tuple[Mutation, str]] = {
     ),
     "duplicate component name in the library": (
         write(LIB, "components:\n  tool: {}\n  tool: {}\n"),
-        rf'^{LIB}:3: invalid YAML: found duplicate key "tool"',
+        rf'^{LIB}:3: duplicate key "tool"; keep one',
     ),
     "duplicate component in a box": (
         box_field(components=["tool", "tool"]),

@@ -130,9 +130,9 @@ def test_the_lock_file_is_sorted_and_reads_back(tmp_path: Path) -> None:
         (lambda p: p.write_text("{not json"), "is not JSON"),
         (lambda p: p.write_text('{"schema": "other"}'), "is not a package lock"),
         (lambda p: p.write_text(p.read_text().replace('"size": 395632', '"size": "big"')),
-         "platforms.linux/amd64.make.size: expected a whole number, got 'big'"),
+         "platforms.linux/amd64.packages[1](make).size: expected a whole number, got 'big'"),
         (lambda p: p.write_text(p.read_text().replace(SHA_MAKE, "abc")),
-         "platforms.linux/amd64.make.sha256: expected 64 lowercase hex characters"),
+         "platforms.linux/amd64.packages[1](make).sha256: expected 64 lowercase hex characters"),
     ],
 )  # fmt: skip
 def test_a_bad_lock_is_one_clear_problem(tmp_path: Path, change: object, message: str) -> None:

@@ -193,7 +193,8 @@ def test_a_zeroed_sha256_is_one_error_naming_the_package(archive: Archive) -> No
     another version."""
     archive.edit(lambda d: package(d, "make").update(sha256="0" * 64))
     message = only(archive.check())
-    assert message.startswith("buildboxes/demo/packages.lock: platforms.linux/amd64.make.sha256: ")
+    field = "platforms.linux/amd64.packages[1](make).sha256"
+    assert message.startswith(f"buildboxes/demo/packages.lock: {field}: ")
     assert f"{'0' * 64} is not the signed index's sha256 " in message
     assert "run `invoke lock demo`" in message
 
@@ -206,16 +207,15 @@ def test_a_url_on_another_host_is_an_error(archive: Archive) -> None:
         )
     )
     message = only(archive.check())
-    assert "platforms.linux/amd64.make.url: https://evil.invalid" in message
+    assert "platforms.linux/amd64.packages[1](make).url: https://evil.invalid" in message
     assert "is not the signed index's http://127.0.0.1" in message
 
 
 def test_another_version_is_an_error(archive: Archive) -> None:
     archive.edit(lambda d: package(d, "libfoo1").update(version="1:2.0-2"))
     message = only(archive.check())
-    assert "platforms.linux/amd64.libfoo1.version: 1:2.0-2 is not in the signed index, which " in (
-        message
-    )
+    field = "platforms.linux/amd64.packages[0](libfoo1).version"
+    assert f"{field}: 1:2.0-2 is not in the signed index, which " in message
     assert "has 1:2.0-1" in message
 
 
@@ -376,7 +376,7 @@ def test_a_release_refuses_a_lock_its_proof_does_not_vouch_for(archive: Archive)
     with pytest.raises(
         BuildboxError,
         match=r"(?s)demo is not released: its package lock is not "
-        r"what the archive signed:.*make\.sha256: 0{64} is not the signed index",
+        r"what the archive signed:.*packages\[1\]\(make\)\.sha256: 0{64} is not the signed index",
     ):
         push_box(
             loaded, loaded.box("demo"), engine=cast(Engine, object()), fetcher=fetcher,
@@ -397,4 +397,4 @@ def test_offline_the_chain_needs_the_index_in_the_cache(archive: Archive) -> Non
     assert after == []
     archive.edit(lambda d: package(d, "make").update(sha256="0" * 64))
     _, edited = check_project(settings, fetcher, offline=True)
-    assert "platforms.linux/amd64.make.sha256: " in only(edited)
+    assert "platforms.linux/amd64.packages[1](make).sha256: " in only(edited)

@@ -310,7 +310,7 @@ def wanted_for(
                     seen[package.sha256] = Wanted(
                         package.name, package.version, each, package.url, package.sha256,
                         where=f"buildboxes/{box.name}/{LOCK_FILE}: "
-                        f"platforms.{each}.packages[{index}]",
+                        f"platforms.{each}.packages[{index}]({package.name})",
                         fix=f"the archive may have dropped this version: run `invoke lock "
                         f"{box.name}` again, or pin an archive snapshot in box.yaml",
                     )  # fmt: skip

@@ -210,13 +210,20 @@ def read(path: Path, shown: str) -> tuple[PackageLock | None, list[Problem]]:
 
 
 def _field(document: dict[str, Any], path: yamldoc.FieldPath) -> str:
-    """A field of the lock as problems name it: a package by its name, not by its index."""
+    """A field of the lock as problems name it: its path in the file, with the package's name
+    after a package's index (``platforms.linux/amd64.packages[3](make).size``)."""
     steps = list(path)
     if len(steps) > 3 and steps[0] == "platforms" and steps[2] == "packages":
         entry = document["platforms"][steps[1]]["packages"][steps[3]]
         name = entry.get("name") if isinstance(entry, dict) else None
         if isinstance(name, str) and name:
-            steps[2:4] = [name]
+            return (
+                yamldoc.field_name(tuple(steps[:4]))
+                + f"({name})"
+                + "".join(
+                    f".{step}" if isinstance(step, str) else f"[{step}]" for step in steps[4:]
+                )
+            )
     return yamldoc.field_name(tuple(steps))
 
 
@@ -235,8 +242,8 @@ def field_problems(
                 field = f"platforms.{platform}.sources[{index}].url"
                 found.append(Problem(shown, None, field, wrong))
         arch, seen = deb_arch(platform), set()
-        for package in facts.packages:
-            field = f"platforms.{platform}.{package.name}"
+        for index, package in enumerate(facts.packages):
+            field = f"platforms.{platform}.packages[{index}]({package.name})"
             if (package.name, package.architecture) in seen:
                 found.append(Problem(shown, None, field, "is listed twice"))
                 continue
@@ -451,13 +458,13 @@ def proof_problems(
         found.extend(wrong)
         if wrong:
             continue  # the packages cannot be checked against an unproven index
-        for package in facts.packages:
+        for index, package in enumerate(facts.packages):
             found.extend(
                 _package_problems(
                     package,
                     stanzas.get((package.name, package.architecture), []),
                     shown,
-                    f"{where}.{package.name}",
+                    f"{where}.packages[{index}]({package.name})",
                     hint,
                 )
             )
