@@ -458,13 +458,13 @@ def proof_problems(
         found.extend(wrong)
         if wrong:
             continue  # the packages cannot be checked against an unproven index
-        for index, package in enumerate(facts.packages):
+        for position, package in enumerate(facts.packages):
             found.extend(
                 _package_problems(
                     package,
                     stanzas.get((package.name, package.architecture), []),
                     shown,
-                    f"{where}.packages[{index}]({package.name})",
+                    f"{where}.packages[{position}]({package.name})",
                     hint,
                 )
             )
