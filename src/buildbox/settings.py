@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from buildbox import yamlsafe
 from buildbox.errors import BuildboxError, Problem
 
 ENV_PREFIX = "INVOKE_BUILDBOX_"
@@ -353,6 +352,8 @@ def check_project_file(path: Path, sections: Collection[str]) -> None:
 
     def refuse(line: int | None, field: str, message: str) -> BuildboxError:
         return BuildboxError(str(Problem(str(path), line, field, message)))
+
+    from buildbox import yamlsafe  # here: ruamel loads only when there is a file to read
 
     try:
         # Bounded (size, nesting, aliases expanded) before invoke's own loader sees it.
