@@ -239,7 +239,7 @@ class FaultProxy:
 
 
 def harsh(retry_after: str = "1") -> list[Fault]:
-    """About 41 % of registry requests fail, in every way at once: a 429 with Retry-After every
+    """About 45 % of registry requests fail, in every way at once: a 429 with Retry-After every
     7th request, a dropped connection every 11th, now and then an answer lost after the
     registry acted (an upload's data taken or committed), a GET's body cut short, and 503. The
     faults count requests, so one client sees them in the same order every run."""
@@ -249,7 +249,7 @@ def harsh(retry_after: str = "1") -> list[Fault]:
         Fault("*", v2, "drop", every=11),
         Fault("*", r"/blobs/uploads/.", "lost", every=13),
         Fault("GET", v2, "cut", every=4),
-        Fault("*", v2, 503, every=5),
+        Fault("*", v2, 503, every=4),
     ]
 
 

@@ -223,7 +223,7 @@ class Registry:
         says the upload is not where it was sent, ask where it stands and go on from there.
         The policy's attempts count failures in a row without new bytes taken."""
         size = len(source) if isinstance(source, bytes) else source.stat().st_size
-        location, offset = self._start_upload(repository), 0
+        location, offset = self._start_upload(what, repository), 0
         started, attempt = time.monotonic(), 0
         while True:
             try:
@@ -246,20 +246,20 @@ class Registry:
                     raise
                 attempt += 1
                 self.transport.pause(what, attempt, TransientError(str(error)), started)
-            standing = self._upload_status(repository, location)
+            standing = self._upload_status(what, repository, location)
             if standing is None:  # the registry no longer has this upload
                 if self.has_blob(repository, digest):  # it was completed; its answer was lost
                     break
-                location, offset = self._start_upload(repository), 0
+                location, offset = self._start_upload(what, repository), 0
             else:
                 location, offset = standing
         sent(size)
 
-    def _start_upload(self, repository: str) -> str:
+    def _start_upload(self, what: str, repository: str) -> str:
         """A new upload session's location (a repeated POST only opens another, left to
         expire)."""
         response = self.transport.call(
-            f"starting an upload to {self.where(repository)}",
+            what,
             "POST", f"/v2/{repository}/blobs/uploads/", _push(repository), ok=(202,),
         )  # fmt: skip
         return self.transport.absolute(response.headers["Location"])
@@ -302,14 +302,11 @@ class Registry:
                 headers={"Content-Type": "application/octet-stream"},
             )
 
-    def _upload_status(self, repository: str, location: str) -> tuple[str, int] | None:
+    def _upload_status(self, what: str, repository: str, location: str) -> tuple[str, int] | None:
         """Where an interrupted upload stands: (its location, the next offset to send); None
         when the registry no longer has it."""
         try:
-            response = self.transport.call(
-                f"asking {self.host} how much of an upload it has",
-                "GET", location, _pull(repository), ok=(204,),
-            )  # fmt: skip
+            response = self.transport.call(what, "GET", location, _pull(repository), ok=(204,))
         except RegistryError as error:
             if error.status in (400, 404, 416) or error.codes & _UPLOAD_LOST:
                 return None
