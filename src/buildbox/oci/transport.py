@@ -297,6 +297,9 @@ class Transport:
         self.auth = Auth(host, credentials, self.http, self._request_timeout, self.verify)
         #: The command's registry time, shared by every thread and operation.
         self.clock = Clock(policy.time_limit)
+        #: Transient failures in a row, all threads' requests counted (a success resets it).
+        self._failures = 0
+        self._failures_lock = threading.Lock()
 
     def close(self) -> None:
         self.http.close()
@@ -344,6 +347,8 @@ class Transport:
                 asked = _retry_after(response.headers.get("Retry-After"))
                 raise TransientError(message, response.status_code, asked)
             raise RegistryError(message, response.status_code, _codes(response))
+        with self._failures_lock:
+            self._failures = 0
         return response
 
     def call(
@@ -381,10 +386,15 @@ class Transport:
                     self.pause(what, attempt, error, started)
 
     def pause(self, what: str, attempt: int, error: TransientError, started: float) -> None:
-        """Wait before the attempt after ``attempt`` failed with ``error``; or, when that was
-        the policy's last attempt or the command's time would run out first, give up."""
+        """Wait before the attempt after ``attempt`` failed with ``error``; or give up: when
+        that was the policy's last attempt and no request succeeded meanwhile (the last
+        ``attempts`` requests all failed; while others succeed the registry is working, and
+        only the time limit ends a request), or when the command's time would run out first."""
         policy = self.policy
-        if attempt >= policy.attempts:
+        with self._failures_lock:
+            self._failures += 1
+            in_a_row = self._failures
+        if attempt >= policy.attempts and in_a_row >= policy.attempts:
             raise GaveUpError(
                 f"{what}: gave up after {attempt} attempt(s) in {time.monotonic() - started:.1f} "
                 f"s (limits: {policy.attempts} attempts a request, {policy.time_limit:g} s for "
