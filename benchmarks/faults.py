@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import random
 import shutil
 import statistics
 import sys
@@ -27,7 +28,7 @@ from buildbox.http import RetryPolicy
 from buildbox.oci.image import Layer, PreparedImage
 from buildbox.oci.push import PlatformImage, push
 from buildbox.oci.registry import Registry as Client
-from fault_proxy import FaultProxy, fault_proxy, harsh
+from fault_proxy import fault_proxy, harsh
 from registry import Registry
 
 SBOM = b'{"bomFormat": "CycloneDX", "specVersion": "1.6"}'
@@ -49,8 +50,6 @@ def image(directory: Path, layers: int, layer_mib: int, seed: int) -> PreparedIm
 
 
 def _noise(mib: int, seed: int) -> bytes:
-    import random
-
     return random.Random(seed).randbytes(mib * 1024 * 1024)  # noqa: S311 (test data)
 
 
@@ -79,16 +78,13 @@ def main() -> None:
         with fault_proxy(registry.url) as plain, fault_proxy(registry.url) as faulty:
             for fault in harsh():
                 faulty.add(fault)
-            hosts: dict[str, tuple[str, FaultProxy | None]] = {
-                "clean": (registry.host, None),
-                "proxy": (plain.host, plain),
-                "harsh": (faulty.host, faulty),
-            }
+            hosts = {"clean": registry.host, "proxy": plain.host, "harsh": faulty.host}
             seed = 0
             for run in range(arguments.runs):
-                for name, (host, _) in hosts.items():
+                for name, host in hosts.items():
                     seed += 1
-                    prepared = image(scratch / "images", arguments.layers, arguments.layer_mib, seed)
+                    layers, mib = arguments.layers, arguments.layer_mib
+                    prepared = image(scratch / "images", layers, mib, seed)
                     times[name].append(
                         pushed_in(host, prepared, f"bench/{name}-{run}", arguments.chunk_mib)
                     )
