@@ -1,7 +1,8 @@
 """A proxy in front of a real registry that misbehaves on demand, as real registries do now and
-then: 5xx, 429 with Retry-After, a dropped connection, a body cut short, a hang, and bearer
-tokens that expire mid-push. Everything else passes through unchanged (the registry builds its
-upload URLs from the Host header, which names the proxy, so clients stay on the proxy)."""
+then: 5xx, 429 with Retry-After, a dropped connection, a body cut short, a hang, an answer lost
+after the registry acted, and bearer tokens that expire mid-push. Everything else passes through
+unchanged (the registry builds its upload URLs from the Host header, which names the proxy, so
+clients stay on the proxy). :func:`harsh` is a mix in which at least 40 % of requests fail."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ import requests
 class Fault:
     """Answer the next ``times`` requests matching ``method`` and ``path`` (a regex) with
     ``kind``: an HTTP status, "drop" (close without an answer), "cut" (half the body),
-    "hang" (answer nothing for ``seconds``), "expire" (every token expires: 401 and a challenge,
-    after earlier success), "swallow" (answer 201 without passing the request on, after running
-    ``action``: someone else's write at that very moment)."""
+    "hang" (answer nothing for ``seconds``), "lost" (pass the request on, then close without
+    the registry's answer: it acted, the client cannot know), "expire" (every token expires:
+    401 and a challenge, after earlier success), "swallow" (answer 201 without passing the
+    request on, after running ``action``: someone else's write at that very moment)."""
 
     method: str
     path: str
@@ -50,6 +52,13 @@ class Fault:
             self.times -= 1
             return True
         return False
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """No traceback on stderr when a client goes away mid-request (as the faults make them)."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
 
 
 @dataclass
@@ -84,8 +93,14 @@ class FaultProxy:
     def served(self, kind: int | str) -> int:
         return sum(1 for entry in self.log if entry[2] == kind)
 
+    def failed_share(self) -> float:
+        """The share of registry requests (not token requests) the proxy made fail."""
+        answered = [kind for _, path, kind in self.log if path.startswith("/v2/")]
+        failed = [k for k in answered if isinstance(k, str) or k in (429, 500, 502, 503, 504)]
+        return len(failed) / max(len(answered), 1)
+
     def start(self) -> FaultProxy:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -139,7 +154,7 @@ class FaultProxy:
                     self._answer(401, {"WWW-Authenticate": realm}, b"")
                     return
                 fault = proxy._fault(method, path)
-                if fault is not None:
+                if fault is not None and fault.kind != "lost":
                     proxy.log.append((method, path, fault.kind))
                     self._misbehave(fault)
                     return
@@ -150,6 +165,11 @@ class FaultProxy:
                     method, f"{proxy.upstream}{path}", data=body, headers=headers,
                     allow_redirects=False, timeout=120,
                 )  # fmt: skip
+                if fault is not None:  # lost: the registry acted; its answer never arrives
+                    proxy.log.append((method, path, fault.kind))
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 proxy.log.append((method, path, answer.status_code))
                 passed = {
                     k: v for k, v in answer.headers.items()
@@ -212,10 +232,25 @@ class FaultProxy:
                     self.send_header(key, value)
                 self.send_header("Content-Length", length if length is not None else str(len(body)))
                 self.end_headers()
-                if body:
+                if body and self.command != "HEAD":  # a HEAD's answer never has a body
                     self.wfile.write(body)
 
         return Handler
+
+
+def harsh(retry_after: str = "1") -> list[Fault]:
+    """About 45 % of registry requests fail, in every way at once: a 429 with Retry-After every
+    7th request, a dropped connection every 11th, now and then an answer lost after the
+    registry acted (an upload's data taken or committed), a GET's body cut short, and 503. The
+    faults count requests, so one client sees them in the same order every run."""
+    v2 = r"^/v2/."
+    return [
+        Fault("*", v2, 429, every=7, retry_after=retry_after),
+        Fault("*", v2, "drop", every=11),
+        Fault("*", r"/blobs/uploads/.", "lost", every=13),
+        Fault("GET", v2, "cut", every=4),
+        Fault("*", v2, 503, every=4),
+    ]
 
 
 @contextmanager

@@ -31,6 +31,10 @@ class TokenRegistry:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.scopes: list[str] = []
+        #: The password the token service takes for user "ci".
+        self.password = SECRET
+        #: What the token service answers instead of a token: (Content-Type, body).
+        self.answer: tuple[str, bytes] | None = None
 
     @property
     def host(self) -> str:
@@ -45,11 +49,16 @@ class TokenRegistry:
 
             def do_GET(self) -> None:
                 if self.path.startswith("/token"):
-                    expected = "Basic " + base64.b64encode(f"ci:{SECRET}".encode()).decode()
+                    pair = f"ci:{outer.password}".encode()
+                    expected = "Basic " + base64.b64encode(pair).decode()
                     if self.headers.get("Authorization") != expected:
                         self._send(401, b"{}")
                         return
                     outer.scopes.append(self.path)
+                    if outer.answer is not None:
+                        kind, body = outer.answer
+                        self._send(200, body, {"Content-Type": kind})
+                        return
                     self._send(200, json.dumps({"token": "granted"}).encode())
                 elif self.headers.get("Authorization") == "Bearer granted":
                     self._send(200, b"{}")
@@ -99,6 +108,72 @@ def test_refused_token_names_the_user_not_the_secret(token_registry: TokenRegist
         message
     )
     assert SECRET not in message
+
+
+TOKEN = "eyJ0b2tlbi1zM2NyM3Q"
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "says"),
+    [
+        (
+            "application/json",
+            json.dumps({"token": TOKEN + "\n"}).encode(),
+            "a token that cannot go in an HTTP header",
+        ),
+        ("application/json", json.dumps({"token": TOKEN + " x"}).encode(), "cannot go in an HTTP"),
+        ("text/html", b"<html><body>Sign in</body></html>", "HTTP 200 with text/html, not a JSON"),
+        ("application/json", b'["a list"]', "HTTP 200 with application/json, not a JSON token"),
+        ("application/json", b'{"expires_in": 300}', "answered without a token"),
+    ],
+    ids=["a line break", "a space", "HTML", "not an object", "no token"],
+)
+def test_a_token_service_answer_without_a_usable_token_is_one_line(
+    token_registry: TokenRegistry, kind: str, body: bytes, says: str
+) -> None:
+    """What a login page, a proxy or a broken token service answers with 200: one line naming
+    the token service, never the token (requests would print it inside InvalidHeader)."""
+    token_registry.answer = (kind, body)
+    with (
+        Registry(token_registry.host, Credentials("ci", SECRET)) as client,
+        pytest.raises(RegistryError) as caught,
+    ):
+        client.ping()
+    message = str(caught.value)
+    assert f"the token service of {token_registry.host} (http://{token_registry.host}/token)" in (
+        message
+    )
+    assert says in message
+    assert TOKEN not in message
+    assert SECRET not in message
+
+
+def test_a_password_beyond_latin_1_is_sent_in_utf_8(token_registry: TokenRegistry) -> None:
+    """As docker sends it (requests would encode basic auth in Latin-1 and fail)."""
+    token_registry.password = "pässwörd-€-" + SECRET
+    with Registry(token_registry.host, Credentials("ci", token_registry.password)) as client:
+        client.ping()
+    assert token_registry.scopes
+
+
+def test_a_password_that_is_not_text_names_where_it_came_from(
+    token_registry: TokenRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A byte that is not UTF-8 in the environment (a shell in another encoding) reaches Python
+    as a lone surrogate, which no encoding sends."""
+    monkeypatch.setenv("BUILDBOX_REGISTRY_USERNAME", "ci")
+    monkeypatch.setenv("BUILDBOX_REGISTRY_PASSWORD", SECRET + "\udce9")
+    settings = from_config({"root": str(tmp_path), "registry": f"{token_registry.host}/buildbox"})
+    with (
+        open_registry(token_registry.host, settings) as client,
+        pytest.raises(RegistryError) as caught,
+    ):
+        client.ping()
+    message = str(caught.value)
+    assert message == (
+        "the registry credentials from BUILDBOX_REGISTRY_USERNAME/BUILDBOX_REGISTRY_PASSWORD "
+        "hold bytes that are not UTF-8 text, so they cannot be sent; set them again as UTF-8"
+    )
 
 
 def test_credentials_never_show_in_repr() -> None:

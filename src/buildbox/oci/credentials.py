@@ -17,6 +17,8 @@ PASSWORD_VARIABLE = "BUILDBOX_REGISTRY_PASSWORD"  # noqa: S105 (a variable's nam
 class Credentials:
     username: str
     password: str = field(repr=False)  # never printed, not even by repr()
+    #: Where they came from, for messages (a variable's name or a file; never their value).
+    origin: str = field(default="", compare=False)
 
 
 def publishing_host(settings: Settings) -> str:
@@ -41,7 +43,7 @@ def credentials_for(host: str, settings: Settings) -> Credentials | None:
         username = os.environ.get(USERNAME_VARIABLE)
         password = os.environ.get(PASSWORD_VARIABLE)
         if username and password:
-            return Credentials(username, password)
+            return Credentials(username, password, f"{USERNAME_VARIABLE}/{PASSWORD_VARIABLE}")
     return _from_docker_config(host, None)
 
 
@@ -61,4 +63,6 @@ def _from_docker_config(host: str, path: Path | None) -> Credentials | None:
     # config.json entries come back lower-case, credential helpers' answers capitalised.
     username = found.get("username") or found.get("Username")
     password = found.get("password") or found.get("Password")
-    return Credentials(username, password) if username and password else None
+    where = path or "DOCKER_CONFIG or ~/.docker/config.json, or a credential helper"
+    origin = f"the Docker config's entry for {host} ({where})"
+    return Credentials(username, password, origin) if username and password else None

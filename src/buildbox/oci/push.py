@@ -271,7 +271,7 @@ def write_tag(
         def put_tag() -> None:
             # Each attempt checks the tag again: another release may have written it meanwhile.
             if not tag_state(where, registry.manifest_digest(repository, tag), digest):
-                registry.put_manifest(repository, tag, pushed.top, pushed.media_type)
+                registry.put_manifest(repository, tag, pushed.top, pushed.media_type, once=True)
 
         registry.retrying(f"tagging {where}", put_tag)
     now = registry.manifest_digest(repository, tag)

@@ -6,16 +6,19 @@ API. Open one with :func:`open_registry`, the one constructor from the settings 
 CA bundle, retry policy, chunk size), and use it as a context manager: its connections close
 with the block.
 
-Every verb is retried as a whole on a transient failure (the transport's policy); each is
-idempotent as repeated: a blob upload starts a new upload session, a manifest PUT sends the same
-bytes again. Whatever is read by digest (a blob, a manifest or index) is hashed and refused
-unless it is that digest's content, before it is returned.
+Each request is retried on its own on a transient failure (the transport's policy), as it is
+the same when repeated: a HEAD or GET, a manifest PUT (the same bytes again), starting or
+mounting an upload. A blob upload goes on after a failure from what the registry reports it
+has (``GET`` on the upload, its ``Range``: the distribution spec's resumable upload), in a new
+session only when the registry lost the old one. All of it within the command's registry time
+(``registry_time_limit``, see :class:`~buildbox.oci.transport.Clock`). Whatever is read by
+digest (a blob, a manifest or index) is hashed and refused unless it is that digest's content,
+before it is returned.
 """
 
 from __future__ import annotations
 
 import io
-import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +39,9 @@ from buildbox.settings import Settings
 
 __all__ = ["DigestMismatchError", "Registry", "RegistryError", "TransientError", "open_registry"]
 T = TypeVar("T")
+#: What a registry answers about an upload session it no longer has (expired, or its state
+#: token stale after an answer was lost), or data it did not take where it was sent.
+_UPLOAD_LOST = frozenset({"BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID", "RANGE_INVALID"})
 
 
 class DigestMismatchError(RegistryError):
@@ -90,23 +96,24 @@ class Registry:
         """``operation`` repeated on transient failures per the transport's policy."""
         return self.transport.retrying(what, operation)
 
+    def where(self, repository: str, reference: str = "") -> str:
+        """``host/repository``, with ``:tag`` or ``@digest``: what a message names."""
+        at = "@" if is_digest(reference) else ":"
+        return f"{self.host}/{repository}{at + reference if reference else ''}"
+
     def ping(self) -> None:
-        self.transport.retrying(
-            f"reaching {self.host}",
-            lambda: self.transport.request("GET", "/v2/", "registry:catalog:*"),
-        )
+        self.transport.call(f"reaching {self.host}", "GET", "/v2/", "registry:catalog:*")
 
     def _manifest(self, method: str, repository: str, reference: str) -> requests.Response | None:
         """HEAD or GET a manifest with the full Accept header; None when there is none."""
-        response = self.transport.retrying(
-            f"{method} {repository}:{reference}",
-            lambda: self.transport.request(
-                method,
-                f"/v2/{repository}/manifests/{reference}",
-                _pull(repository),
-                ok=(200, 404),
-                headers={"Accept": MANIFEST_ACCEPT},
-            ),
+        doing = "checking" if method == "HEAD" else "reading"
+        response = self.transport.call(
+            f"{doing} {self.where(repository, reference)}",
+            method,
+            f"/v2/{repository}/manifests/{reference}",
+            _pull(repository),
+            ok=(200, 404),
+            headers={"Accept": MANIFEST_ACCEPT},
         )
         return None if response.status_code == 404 else response
 
@@ -144,23 +151,22 @@ class Registry:
         )
 
     def put_manifest(
-        self, repository: str, reference: str, body: bytes, media_type: str
+        self, repository: str, reference: str, body: bytes, media_type: str, *, once: bool = False
     ) -> requests.Response:
         """PUT a manifest; the registry's digest must be the sha256 of exactly these bytes.
 
-        Repeated as is on a transient failure: the same bytes under the same reference.
+        Repeated as is on a transient failure: the same bytes under the same reference; with
+        ``once``, a transient failure is the caller's to repeat (a tag is checked again first).
         """
-        response = self.transport.retrying(
-            f"PUT {repository}:{reference}",
-            lambda: self.transport.request(
-                "PUT",
-                f"/v2/{repository}/manifests/{reference}",
-                _push(repository),
-                ok=(201,),
-                data=body,
-                headers={"Content-Type": media_type},
-            ),
-        )
+        path = f"/v2/{repository}/manifests/{reference}"
+        options: dict[str, Any] = {"data": body, "headers": {"Content-Type": media_type}}
+        if once:
+            response = self.transport.request("PUT", path, _push(repository), ok=(201,), **options)
+        else:
+            response = self.transport.call(
+                f"writing {self.where(repository, reference)}", "PUT", path, _push(repository),
+                ok=(201,), **options,
+            )  # fmt: skip
         stored = response.headers.get("Docker-Content-Digest")
         if stored and stored != digest_of(body):
             raise RegistryError(
@@ -170,21 +176,17 @@ class Registry:
         return response
 
     def has_blob(self, repository: str, digest: str) -> bool:
-        response = self.transport.retrying(
-            f"HEAD blob {digest} in {repository}",
-            lambda: self.transport.request(
-                "HEAD", f"/v2/{repository}/blobs/{digest}", _pull(repository), ok=(200, 404)
-            ),
-        )
+        response = self.transport.call(
+            f"checking for {digest} in {self.where(repository)}",
+            "HEAD", f"/v2/{repository}/blobs/{digest}", _pull(repository), ok=(200, 404),
+        )  # fmt: skip
         return response.status_code == 200
 
     def get_blob(self, repository: str, digest: str) -> bytes:
-        response = self.transport.retrying(
-            f"GET blob {digest} from {repository}",
-            lambda: self.transport.request(
-                "GET", f"/v2/{repository}/blobs/{digest}", _pull(repository)
-            ),
-        )
+        response = self.transport.call(
+            f"reading {digest} from {self.where(repository)}",
+            "GET", f"/v2/{repository}/blobs/{digest}", _pull(repository),
+        )  # fmt: skip
         # A body cut short fails in the request (Content-Length); whole, other bytes are not
         # worth asking for again.
         self._check(repository, digest, response.content)
@@ -197,27 +199,97 @@ class Registry:
         source: Path | bytes,
         sent: Callable[[int], None] | None = None,
     ) -> bool:
-        """Upload a blob (in chunks when large), unless the registry already has it: whether it
-        was uploaded. A failed attempt starts a new upload session. ``sent`` is told the bytes
-        of this blob the registry has taken so far (it may go back when an attempt restarts)."""
-        return self.transport.retrying(
-            f"uploading {digest} to {repository}",
-            lambda: self._upload_blob(repository, digest, source, sent or _ignore),
-        )
-
-    def _upload_blob(
-        self, repository: str, digest: str, source: Path | bytes, sent: Callable[[int], None]
-    ) -> bool:
+        """Upload a blob (in chunks of ``chunk_size`` when larger), unless the registry already
+        has it: whether it was uploaded. After a failure it goes on from what the registry
+        reports it has. ``sent`` is told the bytes of this blob the registry has taken so far
+        (it may go back when the registry lost an upload and it starts again)."""
         if self.has_blob(repository, digest):
             return False
-        start = self.transport.request(
-            "POST", f"/v2/{repository}/blobs/uploads/", _push(repository), ok=(202,)
-        )
-        location = self.transport.absolute(start.headers["Location"])
+        what = f"uploading {digest} to {self.where(repository)}"
+        with self.transport.clock.running():
+            self._upload(what, repository, digest, source, sent or _ignore)
+        return True
+
+    def _upload(
+        self,
+        what: str,
+        repository: str,
+        digest: str,
+        source: Path | bytes,
+        sent: Callable[[int], None],
+    ) -> None:
+        """The upload's data requests, each repeated as is when the registry refused it (an
+        HTTP 429 or 5xx: nothing was taken); after a connection failure, or when the registry
+        says the upload is not where it was sent, ask where it stands and go on from there.
+        The policy's attempts count failures in a row without new bytes taken."""
         size = len(source) if isinstance(source, bytes) else source.stat().st_size
-        if size > self.chunk_size:
-            location = self._upload_chunks(repository, location, source, size, sent)
-            source = b""  # the closing PUT carries no data
+        location, offset = self._start_upload(what, repository), 0
+        started, attempt = time.monotonic(), 0
+        while True:
+            try:
+                if offset < size and (size > self.chunk_size or offset > 0):
+                    location, offset = self._send_chunk(repository, location, source, offset, size)
+                    sent(offset)
+                    attempt = 0  # the registry took new bytes: the failures so far are forgiven
+                    continue
+                # The whole blob in the closing PUT when it fits in a chunk; else no data.
+                self._close_upload(repository, location, digest, source if offset == 0 else b"",
+                                   sent)  # fmt: skip
+                break
+            except TransientError as error:
+                attempt += 1
+                self.transport.pause(what, attempt, error, started)
+                if error.status is not None:
+                    continue  # refused, so not taken: the same request again
+            except RegistryError as error:
+                if not (error.codes & _UPLOAD_LOST or error.status == 416):
+                    raise
+                attempt += 1
+                self.transport.pause(what, attempt, TransientError(str(error)), started)
+            standing = self._upload_status(what, repository, location)
+            if standing is None:  # the registry no longer has this upload
+                if self.has_blob(repository, digest):  # it was completed; its answer was lost
+                    break
+                location, offset = self._start_upload(what, repository), 0
+            else:
+                location, offset = standing
+        sent(size)
+
+    def _start_upload(self, what: str, repository: str) -> str:
+        """A new upload session's location (a repeated POST only opens another, left to
+        expire)."""
+        response = self.transport.call(
+            what,
+            "POST", f"/v2/{repository}/blobs/uploads/", _push(repository), ok=(202,),
+        )  # fmt: skip
+        return self.transport.absolute(response.headers["Location"])
+
+    def _send_chunk(
+        self, repository: str, location: str, source: Path | bytes, offset: int, size: int
+    ) -> tuple[str, int]:
+        """PATCH the chunk at ``offset`` (memory stays bounded by one chunk); the upload's next
+        location and offset, as the registry reports them."""
+        with _opened(source) as stream:
+            stream.seek(offset)
+            chunk = stream.read(min(self.chunk_size, size - offset))
+        response = self.transport.request(
+            "PATCH", location, _push(repository), ok=(202,), data=chunk,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
+            },
+        )  # fmt: skip
+        taken = _range_end(response.headers.get("Range"), offset + len(chunk) - 1) + 1
+        return self.transport.absolute(response.headers.get("Location", location)), taken
+
+    def _close_upload(
+        self,
+        repository: str,
+        location: str,
+        digest: str,
+        source: Path | bytes,
+        sent: Callable[[int], None],
+    ) -> None:
         with _opened(source) as stream:
             # Empty as bytes, so that requests sends Content-Length: 0 rather than chunks.
             data: IO[bytes] | _Counted | bytes = _Counted(stream, sent) if source else b""
@@ -229,76 +301,42 @@ class Registry:
                 data=data,
                 headers={"Content-Type": "application/octet-stream"},
             )
-        sent(size)
-        return True
+
+    def _upload_status(self, what: str, repository: str, location: str) -> tuple[str, int] | None:
+        """Where an interrupted upload stands: (its location, the next offset to send); None
+        when the registry no longer has it."""
+        try:
+            response = self.transport.call(what, "GET", location, _pull(repository), ok=(204,))
+        except RegistryError as error:
+            if error.status in (400, 404, 416) or error.codes & _UPLOAD_LOST:
+                return None
+            raise
+        stated = response.headers.get("Range")
+        # "0-0" is what the distribution registry says of an empty upload (and of one byte).
+        taken = 0 if stated in (None, "0-0") else _range_end(stated, -1) + 1
+        return self.transport.absolute(response.headers.get("Location", location)), taken
 
     def mount_blob(self, repository: str, digest: str, source_repository: str) -> bool:
         """Ask the registry to link ``digest`` from another of its repositories instead of an
         upload; False when it declines (it then opened an upload session, left to expire)."""
-        response = self.transport.retrying(
-            f"mounting {digest} from {source_repository} into {repository}",
-            lambda: self.transport.request(
-                "POST",
-                f"/v2/{repository}/blobs/uploads/?mount={digest}&from={source_repository}",
-                f"{_push(repository)} {_pull(source_repository)}",
-                ok=(201, 202),
-            ),
+        response = self.transport.call(
+            f"mounting {digest} from {source_repository} into {self.where(repository)}",
+            "POST",
+            f"/v2/{repository}/blobs/uploads/?mount={digest}&from={source_repository}",
+            f"{_push(repository)} {_pull(source_repository)}",
+            ok=(201, 202),
         )
         return response.status_code == 201
 
-    def _upload_chunks(
-        self,
-        repository: str,
-        location: str,
-        source: Path | bytes,
-        size: int,
-        sent: Callable[[int], None],
-    ) -> str:
-        """PATCH ``source`` in chunks of ``chunk_size`` (memory stays bounded by one chunk); after
-        a transient failure, ask the registry how much it has and go on from there. Returns the
-        location to close the upload at."""
-        offset, resumes = 0, 0
-        with _opened(source) as stream:
-            while offset < size:
-                stream.seek(offset)
-                chunk = stream.read(self.chunk_size)
-                try:
-                    response = self.transport.request(
-                        "PATCH", location, _push(repository), ok=(202,), data=chunk,
-                        headers={
-                            "Content-Type": "application/octet-stream",
-                            "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
-                        },
-                    )  # fmt: skip
-                except TransientError:
-                    resumes += 1
-                    if resumes >= self.transport.policy.attempts:
-                        raise
-                    time.sleep(self.transport.policy.backoff * random.uniform(0.5, 1.5))  # noqa: S311
-                    location, offset = self._upload_status(repository, location)
-                    continue
-                location = self.transport.absolute(response.headers.get("Location", location))
-                offset = _range_end(response.headers.get("Range"), offset + len(chunk) - 1) + 1
-                sent(offset)
-        return location
-
-    def _upload_status(self, repository: str, location: str) -> tuple[str, int]:
-        """Where an interrupted upload stands: (its location, the next offset to send)."""
-        response = self.transport.request("GET", location, _pull(repository), ok=(204,))
-        resumed = _range_end(response.headers.get("Range"), -1) + 1
-        return self.transport.absolute(response.headers.get("Location", location)), resumed
-
     def referrers(self, repository: str, digest: str) -> dict[str, Any] | None:
         """The referrers index of ``digest``, or None when the registry has no referrers API."""
-        response = self.transport.retrying(
-            f"GET referrers of {digest} in {repository}",
-            lambda: self.transport.request(
-                "GET",
-                f"/v2/{repository}/referrers/{digest}",
-                _pull(repository),
-                ok=(200, 404),
-                headers={"Accept": OCI_INDEX},
-            ),
+        response = self.transport.call(
+            f"reading the referrers of {self.where(repository, digest)}",
+            "GET",
+            f"/v2/{repository}/referrers/{digest}",
+            _pull(repository),
+            ok=(200, 404),
+            headers={"Accept": OCI_INDEX},
         )
         if response.status_code == 404 or "json" not in response.headers.get("Content-Type", ""):
             return None

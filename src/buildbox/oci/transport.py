@@ -1,12 +1,14 @@
 """HTTP to one registry, beneath the distribution verbs (``oci.registry``): the address and TLS
 trust, authentication (basic, or bearer tokens from the registry's token service, kept per
-scope), the error a user reads, and retrying whole operations per the shared
-:class:`~buildbox.http.RetryPolicy`.
+scope), the error a user reads, and retrying per the shared :class:`~buildbox.http.RetryPolicy`.
 
 Layered as go-containerregistry layers its transports: a request goes out with the token of its
 scope; a 401 asks :class:`Auth` for a new one (at most twice, see :meth:`Transport.request`);
 a failure worth repeating is a :class:`TransientError`, which :meth:`Transport.retrying` repeats
-with backoff within the policy's attempts and time. Credentials never appear in a message.
+with backoff (Retry-After honoured) within the policy's attempts. Time is the command's: one
+:class:`Clock` per transport, shared by every thread and operation, runs while any registry
+request is under way and bounds them all by ``registry_time_limit``; each request's timeout is
+cut to what is left. Credentials never appear in a message.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import email.utils
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -65,9 +68,42 @@ class GaveUpError(RegistryError):
     """An operation that kept failing transiently until the retry policy's limits: the registry
     is unreachable, or too unwell to use now."""
 
-    def __init__(self, message: str, last: TransientError):
-        super().__init__(message, last.status)
+    def __init__(self, message: str, last: TransientError | None):
+        super().__init__(message, last.status if last else None)
         self.last = last
+
+
+class Clock:
+    """The registry time of one command, shared by its threads: it runs while any registry
+    operation is under way (not while the command builds or signs), up to ``limit`` seconds."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._running = 0
+        self._since = 0.0
+        self._spent = 0.0
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """The clock runs inside (operations nest and overlap: it counts wall time once)."""
+        with self._lock:
+            if self._running == 0:
+                self._since = time.monotonic()
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                if self._running == 0:
+                    self._spent += time.monotonic() - self._since
+
+    def left(self) -> float:
+        """Seconds left of the limit."""
+        with self._lock:
+            running = time.monotonic() - self._since if self._running else 0.0
+            return self.limit - self._spent - running
 
 
 def is_plain_http(host: str) -> bool:
@@ -102,12 +138,14 @@ class Auth:
         host: str,
         credentials: Credentials | None,
         http: requests.Session,
-        timeout: float,
+        timeout: Callable[[], float],
         verify: str | bool,
     ) -> None:
         self.host = host
         self.credentials = credentials
-        self._http, self._timeout, self._verify = http, timeout, verify
+        #: The timeout of the next request (the transport's, cut to the command's time left).
+        self._timeout = timeout
+        self._http, self._verify = http, verify
         self._headers: dict[str, str] = {}  # scope -> Authorization header
         #: The token service the credentials were kept from (another host, or plain http).
         self.withheld: str | None = None
@@ -132,8 +170,7 @@ class Auth:
                 "credential helper); BUILDBOX_REGISTRY_USERNAME and BUILDBOX_REGISTRY_PASSWORD "
                 "are for the publishing registry (buildbox.registry) only"
             )
-        pair = f"{self.credentials.username}:{self.credentials.password}".encode()
-        return "Basic " + base64.b64encode(pair).decode()
+        return basic(self.credentials)
 
     def kept_back(self) -> str:
         """Why the token service was asked without the credentials."""
@@ -154,20 +191,26 @@ class Auth:
             # Asked anonymously: public content still reads, and a refusal says why (_explain).
             self.withheld = realm
             credentials = None
-        auth = (credentials.username, credentials.password) if credentials else None
+        headers = {"Authorization": basic(credentials)} if credentials else {}
         try:
             answer = self._http.get(
-                realm, params=query, auth=auth, timeout=self._timeout, verify=self._verify
+                realm, params=query, headers=headers, timeout=self._timeout(), verify=self._verify
             )
         except requests.exceptions.SSLError as error:
             raise RegistryError(
                 untrusted(f"the token service of {self.host} ({realm})", error)
             ) from None
         except requests.RequestException as error:
-            raise RegistryError(
+            raise TransientError(
                 f"the registry {self.host} asked for a token, but its token service {realm} "
                 f"failed: {reason(error)}"
             ) from None
+        if answer.status_code in TRANSIENT_STATUSES:
+            raise TransientError(
+                f"the token service of {self.host} ({realm}) answered HTTP {answer.status_code}",
+                answer.status_code,
+                _retry_after(answer.headers.get("Retry-After")),
+            )
         if answer.status_code != 200:
             if self.withheld is not None:
                 raise RegistryError(
@@ -179,8 +222,49 @@ class Auth:
                 f"the token service of {self.host} refused the credentials{who} "
                 f"(HTTP {answer.status_code})"
             )
+        return _token_of(answer, f"the token service of {self.host} ({realm})")
+
+
+def basic(credentials: Credentials) -> str:
+    """The ``Authorization: Basic`` value of ``credentials``, in UTF-8 as docker sends it (RFC
+    7617); one clear line, naming where they came from, when they cannot be sent at all."""
+    try:
+        pair = f"{credentials.username}:{credentials.password}".encode()
+    except UnicodeEncodeError:  # bytes that are not text (an environment in another encoding)
+        raise RegistryError(
+            f"the registry credentials from {credentials.origin or 'the configuration'} hold "
+            "bytes that are not UTF-8 text, so they cannot be sent; set them again as UTF-8"
+        ) from None
+    return "Basic " + base64.b64encode(pair).decode()
+
+
+#: What a bearer token may hold (RFC 6750's b64token, and JWTs): no spaces or control characters.
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def _token_of(answer: requests.Response, service: str) -> str:
+    """The bearer token in a token service's 200 answer; one clear line (never the token) when
+    there is none or it could not be sent in a header."""
+    try:
         body = answer.json()
-        return str(body.get("token") or body.get("access_token", ""))
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        kind = answer.headers.get("Content-Type", "no Content-Type").split(";")[0]
+        raise RegistryError(
+            f"{service} answered HTTP 200 with {kind}, not a JSON token: is its realm a login "
+            "page, or a proxy in the way? Check the registry's address and its token service"
+        )
+    token = body.get("token") or body.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise RegistryError(f"{service} answered without a token (no token or access_token)")
+    if not _TOKEN.fullmatch(token):
+        raise RegistryError(
+            f"{service} answered a token that cannot go in an HTTP header (it holds spaces, "
+            "line breaks or other characters a bearer token may not; not shown): check the "
+            "token service"
+        )
+    return token
 
 
 class Transport:
@@ -208,11 +292,14 @@ class Transport:
         # Docker Hub's images are named docker.io/...; its API answers at registry-1.docker.io.
         api_host = "registry-1.docker.io" if host in ("docker.io", "index.docker.io") else host
         self.base = f"{'http' if plain else 'https'}://{api_host}"
-        # No retries below: every operation is retried as a whole (see retrying).
+        # No retries below: each request is retried here (see retrying), within the clock.
         self.http = retrying_session(retries=0, backoff=0, statuses=())
-        self.auth = Auth(host, credentials, self.http, timeout, self.verify)
-        # Per thread: blobs may upload in parallel, each operation with its own time limit.
-        self._state = threading.local()
+        self.auth = Auth(host, credentials, self.http, self._request_timeout, self.verify)
+        #: The command's registry time, shared by every thread and operation.
+        self.clock = Clock(policy.time_limit)
+        #: Transient failures in a row, all threads' requests counted (a success resets it).
+        self._failures = 0
+        self._failures_lock = threading.Lock()
 
     def close(self) -> None:
         self.http.close()
@@ -237,10 +324,15 @@ class Transport:
                 )  # fmt: skip
             except requests.exceptions.SSLError as error:  # never better on a second try
                 raise RegistryError(untrusted(f"the registry {self.host}", error)) from None
+            except requests.exceptions.InvalidHeader:  # its message holds the header's value
+                raise RegistryError(
+                    f"a header of {method} {self._path(url)} to the registry {self.host} is not "
+                    "valid HTTP (not shown: it may hold a credential)"
+                ) from None
             except requests.RequestException as error:
                 raise TransientError(
-                    f"cannot reach the registry {self.host} ({method} "
-                    f"{url.removeprefix(self.base)}): {reason(error)}"
+                    f"cannot reach the registry {self.host} ({method} {self._path(url)}): "
+                    f"{reason(error)}"
                 ) from None
             if response.status_code == 401 and attempt < AUTHENTICATIONS:
                 self.auth.renew(response, scope)
@@ -255,46 +347,87 @@ class Transport:
                 asked = _retry_after(response.headers.get("Retry-After"))
                 raise TransientError(message, response.status_code, asked)
             raise RegistryError(message, response.status_code, _codes(response))
+        with self._failures_lock:
+            self._failures = 0
         return response
 
+    def call(
+        self,
+        what: str,
+        method: str,
+        url: str,
+        scope: str,
+        *,
+        ok: tuple[int, ...] = (200,),
+        **options: Any,
+    ) -> requests.Response:
+        """:meth:`request`, repeated on transient failures per the policy: for requests that
+        are the same when repeated (HEAD, GET, a manifest PUT, starting an upload)."""
+        return self.retrying(what, lambda: self.request(method, url, scope, ok=ok, **options))
+
     def _request_timeout(self) -> float:
-        """A request's timeout: the client's, or less when the operation's time is running out."""
-        deadline: float | None = getattr(self._state, "deadline", None)
-        if deadline is None:
-            return self.timeout
-        return max(0.5, min(self.timeout, deadline - time.monotonic()))
+        """A request's timeout: the client's, or less when the command's time is running out."""
+        return max(0.1, min(self.timeout, self.clock.left()))
 
     def retrying(self, what: str, operation: Callable[[], T]) -> T:
-        """``operation`` (idempotent as a whole), repeated on transient failures per the policy.
-
-        Nested calls (an operation made of operations) run once inside the outer one's time.
-        """
-        if getattr(self._state, "deadline", None) is not None:
-            return operation()
-        policy = self.policy
+        """``operation`` (the same when repeated), repeated on transient failures per the
+        policy's attempts, within the command's time (:class:`Clock`); ``what`` names it in
+        the error a user reads."""
         started = time.monotonic()
-        deadline = self._state.deadline = started + policy.time_limit
-        try:
-            for attempt in range(1, policy.attempts + 1):
+        attempt = 0
+        with self.clock.running():
+            while True:
+                if self.clock.left() <= 0:
+                    raise self.out_of_time(what, None)
+                attempt += 1
                 try:
                     return operation()
                 except TransientError as error:
-                    last = error
-                    delay = policy.delay(attempt, error.retry_after)
-                    if attempt == policy.attempts or time.monotonic() + delay > deadline:
-                        break
-                    time.sleep(delay)
-        finally:
-            self._state.deadline = None
-        elapsed = time.monotonic() - started
-        raise GaveUpError(
-            f"{what}: gave up after {attempt} attempt(s) in {elapsed:.1f} s (limits: "
-            f"{policy.attempts} attempts, {policy.time_limit:g} s); the last failure: {last}",
+                    self.pause(what, attempt, error, started)
+
+    def pause(self, what: str, attempt: int, error: TransientError, started: float) -> None:
+        """Wait before the attempt after ``attempt`` failed with ``error``; or give up: when
+        that was the policy's last attempt and no request succeeded meanwhile (the last
+        ``attempts`` requests all failed; while others succeed the registry is working, and
+        only the time limit ends a request), or when the command's time would run out first."""
+        policy = self.policy
+        with self._failures_lock:
+            self._failures += 1
+            in_a_row = self._failures
+        if attempt >= policy.attempts and in_a_row >= policy.attempts:
+            raise GaveUpError(
+                f"{what}: gave up after {attempt} attempt(s) in {time.monotonic() - started:.1f} "
+                f"s (limits: {policy.attempts} attempts a request, {policy.time_limit:g} s for "
+                f"the command's registry requests); the last failure: {error}",
+                error,
+            )
+        delay = policy.delay(attempt, error.retry_after)
+        if delay >= self.clock.left():
+            raise self.out_of_time(what, error)
+        time.sleep(delay)
+
+    def out_of_time(self, what: str, last: TransientError | None) -> GaveUpError:
+        """The command's registry time has run out, while ``what`` (after ``last``)."""
+        limit = (
+            f"buildbox.registry_time_limit ({self.policy.time_limit:g} s for all the registry "
+            "requests of this command)"
+        )
+        failing = last is not None and last.status is not None  # it answers, with errors
+        state = f"still failing when {limit} ran out" if failing else f"no answer within {limit}"
+        after = f"; the last failure: {last}" if last is not None else ""
+        return GaveUpError(
+            f"{what}: {state}{after}; rerun when {self.host} recovers, or raise "
+            "buildbox.registry_time_limit",
             last,
         )
 
+    def _path(self, url: str) -> str:
+        """``url`` as a message shows it: its path on the registry, without the query (an
+        upload's state token is long and says nothing to a user)."""
+        return url.removeprefix(self.base).split("?", 1)[0]
+
     def _explain(self, method: str, url: str, response: requests.Response) -> str:
-        path = url.removeprefix(self.base)
+        path = self._path(url)
         status = response.status_code
         withheld = self.auth.withheld
         credentials = self.auth.credentials if withheld is None else None
