@@ -69,7 +69,8 @@ class Settings:
     signing_identity: str = ""
     #: Upload signatures to (and check them in) Sigstore's transparency log, Rekor.
     transparency_log: bool = True
-    #: Registry operations: attempts on transient failures, total seconds for one, first backoff.
+    #: Registry requests: tries of one request on transient failures (while no other request
+    #: succeeds), seconds for all of a command's registry requests together, first backoff.
     registry_attempts: int = 6
     registry_time_limit: float = 300.0
     registry_backoff: float = 0.5
