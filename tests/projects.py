@@ -58,6 +58,20 @@ def write_yaml(path: Path, data: Any) -> None:
         YAML(typ="safe", pure=True).dump(data, stream)
 
 
+def settle(config: Path, **settings: object) -> None:
+    """Set buildbox settings in the invoke.yaml ``config`` (its last section is ``buildbox:``):
+    a setting already there is replaced, for invoke.yaml may not name a key twice."""
+    lines = config.read_text().splitlines()
+    for key, value in settings.items():
+        line = f"  {key}: {value}"
+        at = [n for n, written in enumerate(lines) if written.startswith(f"  {key}:")]
+        if at:
+            lines[at[0]] = line
+        else:
+            lines.append(line)
+    config.write_text("\n".join(lines) + "\n")
+
+
 def make_project(
     root: Path,
     components: dict[str, Any] | None = None,

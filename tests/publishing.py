@@ -19,7 +19,7 @@ from docker import DockerClient
 from buildbox.oci.documents import MANIFEST_ACCEPT
 from conftest import FixtureProject, tagged_images
 from fault_proxy import FaultProxy, fault_proxy
-from projects import run_cli
+from projects import run_cli, settle
 from registry import Registry
 
 GIT = ["git", "-c", "user.email=ci@example.org", "-c", "user.name=CI"]
@@ -120,7 +120,7 @@ def proxied(
     with fault_proxy(registry.url) as proxy:
         project = point_at(fixture_project, proxy)
         config = project.root / "invoke.yaml"
-        config.write_text(config.read_text() + "  registry_backoff: 0.05\n")
+        settle(config, registry_backoff=0.05)
         (project.root / ".gitignore").write_text("*.part\n")
         git(project.root, "init", "-q")
         commit_all(project.root, "fixture")

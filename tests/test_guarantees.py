@@ -117,9 +117,9 @@ class RivalWriter(Client):
         self.rival = rival
 
     def put_manifest(
-        self, repository: str, reference: str, body: bytes, media_type: str
+        self, repository: str, reference: str, body: bytes, media_type: str, *, once: bool = False
     ) -> requests.Response:
-        response = super().put_manifest(repository, reference, body, media_type)
+        response = super().put_manifest(repository, reference, body, media_type, once=once)
         if reference == "v1":
             with Client(self.host) as other:
                 other.put_manifest(repository, "v1", self.rival.manifest, OCI_MANIFEST)

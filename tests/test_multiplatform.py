@@ -17,7 +17,7 @@ from buildbox.errors import BuildboxError
 from buildbox.oci.referrers import find_sbom
 from buildbox.oci.registry import Registry as RegistryClient
 from conftest import BaseImage, FixtureProject, hello_component, missing
-from projects import run_cli, write_yaml
+from projects import run_cli, settle, write_yaml
 from publishing import PASSWORD, commit_all, git, key_pair, point_at, skopeo, untag_all
 from registry import Registry, id_of
 
@@ -126,7 +126,7 @@ def test_a_signed_two_platform_release_verifies(
         missing("cosign is not installed (Debian 13: apt-get install cosign)")
     private, public = key_pair(tmp_path / "keys")
     config = both.root / "invoke.yaml"
-    config.write_text(config.read_text() + f"  signing_key: {private}\n  transparency_log: false\n")
+    settle(config, signing_key=private, transparency_log="false")
     commit_all(both.root, "sign")
     monkeypatch.setenv("COSIGN_PASSWORD", PASSWORD)
     released = run_cli(both.root, "release", "fixture")

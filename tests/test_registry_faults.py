@@ -26,6 +26,7 @@ import pytest
 import requests
 from docker import DockerClient
 
+import projects
 from buildbox.digests import digest_of
 from buildbox.http import RetryPolicy
 from buildbox.oci.documents import MANIFEST_ACCEPT, OCI_MANIFEST
@@ -43,9 +44,7 @@ from registry import Registry
 
 
 def settle(project: FixtureProject, **settings: Any) -> None:
-    config = project.root / "invoke.yaml"
-    lines = "".join(f"  {key}: {value}\n" for key, value in settings.items())
-    config.write_text(config.read_text() + lines)
+    projects.settle(project.root / "invoke.yaml", **settings)
 
 
 def recorded(project: FixtureProject) -> dict[str, Any]:
@@ -531,10 +530,7 @@ def test_a_hung_registry_ends_a_check_within_the_time_limit(
     digest = "sha256:" + "d" * 64
     with fault_proxy(registry.url) as proxy:
         config = root / "invoke.yaml"
-        config.write_text(
-            config.read_text().replace('registry: ""', f'registry: "{proxy.host}/hung"')
-            + f"  registry_time_limit: {HUNG_LIMIT}\n"
-        )
+        projects.settle(config, registry=f'"{proxy.host}/hung"', registry_time_limit=HUNG_LIMIT)
         (root / "cosign.pub").write_text("never read: the tag is checked first\n")
         platform = record.PlatformRelease(digest, "sbom/demo/v1-linux-amd64.cdx.json", digest)
         release = record.Release(

@@ -31,7 +31,7 @@ from buildbox.release import record, signing
 from buildbox.release.signing import provenance_mismatch
 from buildbox.source import revision
 from conftest import missing
-from projects import make_project, run_cli, settings_for
+from projects import make_project, run_cli, settings_for, settle
 from publishing import PASSWORD, commit_all, git, key_pair
 from registry import Registry
 
@@ -165,10 +165,7 @@ def test_an_old_signed_digest_recorded_as_a_new_version_is_refused(
     root = make_project(tmp_path / "p")
     prefix = f"{registry.host}/t{uuid.uuid4().hex[:8]}"
     config = root / "invoke.yaml"
-    config.write_text(
-        config.read_text().replace('registry: ""', f'registry: "{prefix}"')
-        + "  transparency_log: false\n"
-    )
+    settle(config, registry=f'"{prefix}"', transparency_log="false")
     git(root, "init", "-q")
     commit_all(root, "demo v1")
 

@@ -15,7 +15,7 @@ import pytest
 
 from buildbox.release.record import RECORD_FILE
 from conftest import BaseImage, FixtureProject, missing
-from projects import run_cli
+from projects import run_cli, settle
 from publishing import PASSWORD, commit_all, key_pair, publishing  # noqa: F401 (a fixture)
 
 
@@ -46,7 +46,7 @@ def predicates(output: str) -> list[dict[str, Any]]:
 
 def sign_with(project: FixtureProject, key: Path) -> None:
     config = project.root / "invoke.yaml"
-    config.write_text(config.read_text() + f"  signing_key: {key}\n  transparency_log: false\n")
+    settle(config, signing_key=key, transparency_log="false")
     commit_all(project.root, "sign releases")
 
 
@@ -96,7 +96,7 @@ def test_a_signed_release_that_cosign_and_verify_release_accept(
 
     # The same with the key in invoke.yaml: audit checks signatures too.
     config = root / "invoke.yaml"
-    config.write_text(config.read_text() + f"  signing_public_key: {public}\n")
+    settle(config, signing_public_key=public)
     audited = run_cli(root, "audit", "--box=fixture")
     assert audited.returncode == 0, audited.stdout + audited.stderr
 
@@ -173,7 +173,7 @@ def test_an_unsigned_release_is_named_unsigned(
     released = run_cli(publishing.root, "release", "fixture")
     assert released.returncode == 0, released.stdout + released.stderr
     config = publishing.root / "invoke.yaml"
-    config.write_text(config.read_text() + "  transparency_log: false\n")
+    settle(config, transparency_log="false")
     checked = run_cli(publishing.root, "verify-release", "fixture", f"--key={keys['release'][1]}")
     assert checked.returncode == 1
     assert "FAIL  signature (release): not signed" in checked.stdout
@@ -221,7 +221,7 @@ def test_a_signing_key_that_is_not_there_is_one_clear_error(
     expected: str,
 ) -> None:
     config = publishing.root / "invoke.yaml"
-    config.write_text(config.read_text() + f"  {setting}\n")
+    settle(config, **dict([setting.split(": ", 1)]))
     commit_all(publishing.root, "sign")
     released = run_cli(publishing.root, "release", "fixture")
     assert released.returncode == 1

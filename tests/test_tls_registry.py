@@ -18,7 +18,7 @@ from docker import DockerClient
 from buildbox.oci.documents import MANIFEST_ACCEPT
 from buildbox.release.record import RECORD_FILE
 from conftest import FixtureProject, missing
-from projects import CliResult, run_cli
+from projects import CliResult, run_cli, settle
 from publishing import commit_all, git, point_at, untag_all
 from registry import Registry, Tls, TokenAuth
 from token_registry import ISSUER, SERVICE, Account, CertificateAuthority, TokenService
@@ -89,7 +89,7 @@ def tls_project(
 
 def configure(project: FixtureProject, ca_bundle: Path) -> None:
     config = project.root / "invoke.yaml"
-    config.write_text(config.read_text() + f"  registry_ca_bundle: {ca_bundle}\n")
+    settle(config, registry_ca_bundle=ca_bundle)
 
 
 def repository(project: FixtureProject) -> str:
