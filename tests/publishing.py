@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gzip
+import io
 import json
 import subprocess
+import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,14 @@ import pytest
 import requests
 from docker import DockerClient
 
-from buildbox.oci.documents import MANIFEST_ACCEPT
+from buildbox.digests import digest_of
+from buildbox.oci.documents import (
+    MANIFEST_ACCEPT,
+    OCI_CONFIG,
+    OCI_LAYER_GZIP,
+    Descriptor,
+    image_manifest,
+)
 from conftest import FixtureProject, tagged_images
 from fault_proxy import FaultProxy, fault_proxy
 from projects import run_cli, settle
@@ -126,3 +136,18 @@ def proxied(
         commit_all(project.root, "fixture")
         yield project, proxy
         untag_all(docker_client, project.registry)
+
+
+def tiny_image() -> tuple[bytes, list[tuple[str, bytes]]]:
+    """An image manifest and its blobs (config, one empty layer): no engine needed."""
+    tar = io.BytesIO()
+    tarfile.open(fileobj=tar, mode="w").close()
+    layer = gzip.compress(tar.getvalue(), mtime=0)
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux",
+         "rootfs": {"type": "layers", "diff_ids": [digest_of(tar.getvalue())]}}
+    ).encode()  # fmt: skip
+    manifest = image_manifest(
+        Descriptor.of(OCI_CONFIG, config), [Descriptor.of(OCI_LAYER_GZIP, layer)]
+    )
+    return manifest, [(digest_of(config), config), (digest_of(layer), layer)]

@@ -10,6 +10,7 @@ The tests marked integration release through the engine; the others drive the re
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import os
@@ -19,6 +20,7 @@ import shutil
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import requests
 from docker import DockerClient
 
 import projects
+from buildbox.define import project as project_stage
 from buildbox.digests import digest_of
 from buildbox.http import RetryPolicy
 from buildbox.oci.documents import MANIFEST_ACCEPT, OCI_MANIFEST
@@ -34,12 +37,22 @@ from buildbox.oci.image import Layer, PreparedImage
 from buildbox.oci.push import PlatformImage, push, push_blobs
 from buildbox.oci.registry import Registry as Client
 from buildbox.oci.transport import GaveUpError
-from buildbox.release import record
+from buildbox.release import record, signing
 from buildbox.release.record import RECORD_FILE
-from conftest import FixtureProject
+from buildbox.source import revision
+from conftest import FixtureProject, missing
 from fault_proxy import Fault, FaultProxy, fault_proxy, harsh
 from projects import make_project, run_cli, run_invoke
-from publishing import commit_all, git, point_at, tag_digest, untag_all
+from publishing import (
+    PASSWORD,
+    commit_all,
+    git,
+    key_pair,
+    point_at,
+    tag_digest,
+    tiny_image,
+    untag_all,
+)
 from registry import Registry
 
 
@@ -549,3 +562,66 @@ def test_a_hung_registry_ends_a_check_within_the_time_limit(
     assert f"{proxy.host}/hung/demo:v1" in line, line
     assert f"no answer within buildbox.registry_time_limit ({HUNG_LIMIT} s" in line, line
     assert elapsed <= HUNG_LIMIT + 1.5, f"{command[0]} took {elapsed:.1f} s"
+
+
+@pytest.mark.integration
+def test_a_registry_that_hangs_under_cosign_ends_verify_release_within_the_time_limit(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tag answers, then every signature read hangs: cosign's calls run on the command's
+    registry clock, so verify-release ends within registry_time_limit, not after cosign's own
+    300 s a call (no engine: a tiny image pushed and signed here)."""
+    if shutil.which("cosign") is None:
+        missing("cosign is not installed (Debian 13: apt-get install cosign)")
+    private, public = key_pair(tmp_path / "keys")
+    monkeypatch.setenv("COSIGN_PASSWORD", PASSWORD)
+    root = make_project(tmp_path / "p")
+    git(root, "init", "-q")
+    commit_all(root, "demo v1")
+    with fault_proxy(registry.url) as proxy:
+        prefix = f"{proxy.host}/t{uuid.uuid4().hex[:8]}"
+        projects.settle(
+            root / "invoke.yaml", registry=f'"{prefix}"', transparency_log="false",
+            registry_time_limit=HUNG_LIMIT,
+        )  # fmt: skip
+        settings = projects.settings_for(root)
+        project = project_stage.load(settings)
+        [box] = project.boxes
+        source = revision(root)
+        manifest, blobs = tiny_image()
+        digest = digest_of(manifest)
+        repository = f"{prefix.split('/', 1)[1]}/demo"
+        with Client(proxy.host) as client:
+            for blob_digest, blob in blobs:
+                client.upload_blob(repository, blob_digest, blob)
+            for reference in (digest, "v1"):
+                client.put_manifest(repository, reference, manifest, OCI_MANIFEST)
+        sbom_text = json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.6", "version": 1})
+        # settings_for reads no invoke.yaml: no transparency log here either (Rekor is off-machine)
+        signed = dataclasses.replace(
+            project,
+            settings=dataclasses.replace(
+                settings, signing_key=str(private), transparency_log=False
+            ),
+        )
+        sign = signing.signer(signed, box, source, digest, {"linux/amd64": sbom_text})
+        assert sign is not None
+        sign(f"{proxy.host}/{repository}", digest, {"linux/amd64": digest})
+        sbom_path = "sbom/demo/v1-linux-amd64.cdx.json"
+        (root / sbom_path).parent.mkdir(parents=True)
+        (root / sbom_path).write_text(sbom_text)
+        record.add(root, [], record.Release(
+            box="demo", version="1", reference=f"{proxy.host}/{repository}:v1@{digest}",
+            digest=digest, inputs_digest=digest, revision=source.label,
+            platforms={"linux/amd64": record.PlatformRelease(
+                digest, sbom_path, digest_of(sbom_text.encode()))},
+            epoch=source.epoch,
+        ))  # fmt: skip
+        proxy.add(Fault("GET", r"/manifests/sha256-", "hang", times=10**6, seconds=60))
+        started = time.monotonic()
+        failed = run_cli(root, "verify-release", "demo", f"--key={public}")
+        elapsed = time.monotonic() - started
+    assert failed.returncode == 1
+    assert "Traceback" not in failed.stderr
+    assert "no answer within buildbox.registry_time_limit" in failed.stdout + failed.stderr
+    assert elapsed <= HUNG_LIMIT + 3, f"verify-release took {elapsed:.1f} s"

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import gzip
-import io
 import json
 import shutil
-import tarfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,11 +17,7 @@ from buildbox.define import project as project_stage
 from buildbox.define.inputs import inputs_digest
 from buildbox.digests import digest_of
 from buildbox.oci.documents import (
-    OCI_CONFIG,
-    OCI_LAYER_GZIP,
     OCI_MANIFEST,
-    Descriptor,
-    image_manifest,
 )
 from buildbox.oci.registry import Registry as Client
 from buildbox.release import record, signing
@@ -32,7 +25,7 @@ from buildbox.release.signing import provenance_mismatch
 from buildbox.source import revision
 from conftest import missing
 from projects import make_project, run_cli, settings_for, settle
-from publishing import PASSWORD, commit_all, git, key_pair
+from publishing import PASSWORD, commit_all, git, key_pair, tiny_image
 from registry import Registry
 
 SOURCE = "https://github.com/example-org/boxes"
@@ -135,21 +128,6 @@ def test_publish_writes_no_release_tag(tmp_path: Path) -> None:
     )
     assert result.stderr.strip().splitlines() == [refusal]
     assert "Traceback" not in result.stderr
-
-
-def tiny_image() -> tuple[bytes, list[tuple[str, bytes]]]:
-    """An image manifest and its blobs (config, one empty layer): no engine needed."""
-    tar = io.BytesIO()
-    tarfile.open(fileobj=tar, mode="w").close()
-    layer = gzip.compress(tar.getvalue(), mtime=0)
-    config = json.dumps(
-        {"architecture": "amd64", "os": "linux",
-         "rootfs": {"type": "layers", "diff_ids": [digest_of(tar.getvalue())]}}
-    ).encode()  # fmt: skip
-    manifest = image_manifest(
-        Descriptor.of(OCI_CONFIG, config), [Descriptor.of(OCI_LAYER_GZIP, layer)]
-    )
-    return manifest, [(digest_of(config), config), (digest_of(layer), layer)]
 
 
 @pytest.mark.integration

@@ -29,11 +29,13 @@ from typing import Any, Self
 
 from buildbox.errors import BuildboxError
 from buildbox.oci.credentials import credentials_for
+from buildbox.oci.transport import Clock
 from buildbox.settings import Settings
 
 #: The variable cosign reads a private key's password from.
 PASSWORD_VARIABLE = "COSIGN_PASSWORD"  # noqa: S105 (a variable's name, not a secret)
 KEYLESS = "sigstore"
+#: Seconds a cosign call may take when no command's registry clock bounds it.
 _TIMEOUT = 300
 
 
@@ -66,9 +68,15 @@ class Trust:
 
 
 class Cosign:
-    """cosign for one registry host; use as ``with Cosign(host, settings, http=...) as cosign:``."""
+    """cosign for one registry host; use as ``with Cosign(host, settings, http=...) as cosign:``.
 
-    def __init__(self, host: str, settings: Settings, *, http: bool = False) -> None:
+    With the ``clock`` of the command's registry transport, each call runs on that clock and
+    within what is left of it: cosign talks to the same registry, so a registry that hangs while
+    a release is signed ends it within ``registry_time_limit`` too."""
+
+    def __init__(
+        self, host: str, settings: Settings, *, http: bool = False, clock: Clock | None = None
+    ) -> None:
         found = shutil.which("cosign")
         if found is None:
             raise BuildboxError(
@@ -80,6 +88,7 @@ class Cosign:
         self.settings = settings
         #: Plain-HTTP registries (loopback, buildbox.allow_http_hosts) need cosign's consent.
         self.http = http
+        self.clock = clock
         self._config: tempfile.TemporaryDirectory[str] | None = None
         self._secrets: list[str] = []
 
@@ -114,16 +123,37 @@ class Cosign:
         environment = dict(os.environ)
         if self._config is not None:
             environment["DOCKER_CONFIG"] = self._config.name
-        try:
-            result = subprocess.run(
-                command, capture_output=True, text=True, env=environment, timeout=_TIMEOUT,
-                check=False,
-            )  # fmt: skip
-        except subprocess.TimeoutExpired:
-            raise CosignError(f"cosign did not finish {what} within {_TIMEOUT} s") from None
+        if self.clock is None:
+            result = self._call(what, command, environment, _TIMEOUT)
+        else:
+            with self.clock.running():
+                result = self._call(what, command, environment, min(_TIMEOUT, self.clock.left()))
         if result.returncode != 0:
             raise CosignError(f"cosign could not {what}: {self._reason(result.stderr)}")
         return result.stdout
+
+    def _call(
+        self, what: str, command: list[str], environment: dict[str, str], timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        if timeout <= 0:
+            raise CosignError(f"cosign could not {what}: {self._out_of_time()}")
+        try:
+            return subprocess.run(
+                command, capture_output=True, text=True, env=environment, timeout=timeout,
+                check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            if self.clock is None:
+                raise CosignError(f"cosign did not finish {what} within {_TIMEOUT} s") from None
+            raise CosignError(f"cosign did not finish {what}: {self._out_of_time()}") from None
+
+    def _out_of_time(self) -> str:
+        assert self.clock is not None
+        return (
+            f"no answer within buildbox.registry_time_limit ({self.clock.limit:g} s for all the "
+            f"registry requests of this command); rerun when {self.host} recovers, or raise "
+            "buildbox.registry_time_limit"
+        )
 
     def _reason(self, stderr: str) -> str:
         """cosign's error, its last meaningful line, with every secret replaced."""

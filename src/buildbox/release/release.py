@@ -329,7 +329,9 @@ def _sign(
     texts = {platform: sbom.text for platform, sbom in candidate.sboms.items()}
     published = write_tag(
         registry, _target(project, box).repository, box.release_tag, candidate.pushed,
-        sign=signing.signer(project, box, revision, candidate.inputs_digest, texts),
+        sign=signing.signer(
+            project, box, revision, candidate.inputs_digest, texts, registry.transport.clock
+        ),
     )  # fmt: skip
     return record_release(
         project, box, candidate.sboms, published, candidate.inputs_digest, revision, releases

@@ -27,7 +27,7 @@ from buildbox.errors import BuildboxError
 from buildbox.oci.cosign import KEYLESS, Cosign, CosignError, Trust
 from buildbox.oci.refs import Reference
 from buildbox.oci.registry import Registry
-from buildbox.oci.transport import is_plain_http
+from buildbox.oci.transport import Clock, is_plain_http
 from buildbox.release import record
 from buildbox.settings import Settings
 from buildbox.source import Revision, origin_url
@@ -75,11 +75,12 @@ def trust(settings: Settings) -> Trust | None:
 
 
 @contextmanager
-def cosign_for(settings: Settings, repository: str) -> Iterator[Cosign]:
-    """cosign for the registry ``repository`` (host/path) is on."""
+def cosign_for(settings: Settings, repository: str, clock: Clock | None = None) -> Iterator[Cosign]:
+    """cosign for the registry ``repository`` (host/path) is on, on the command's registry
+    ``clock`` (see :class:`Cosign`)."""
     host = repository.split("/", 1)[0]
     plain = is_plain_http(host) or host.split(":")[0] in settings.allow_http_hosts
-    with Cosign(host, settings, http=plain) as cosign:
+    with Cosign(host, settings, http=plain, clock=clock) as cosign:
         yield cosign
 
 
@@ -156,10 +157,16 @@ def _invocation() -> str:
 
 
 def signer(
-    project: Project, box: Box, revision: Revision, inputs_digest: str, sboms: dict[str, str]
+    project: Project,
+    box: Box,
+    revision: Revision,
+    inputs_digest: str,
+    sboms: dict[str, str],
+    clock: Clock | None = None,
 ) -> Callable[[str, str, dict[str, str]], None] | None:
-    """What publish calls before it writes the tag: sign and attest everything it pushed.
-    None when releases are not signed (buildbox.signing_key is empty)."""
+    """What publish calls before it writes the tag: sign and attest everything it pushed, on
+    the registry's ``clock``. None when releases are not signed (buildbox.signing_key is
+    empty)."""
     key = signing_key(project.settings)
     if key is None:
         return None
@@ -167,7 +174,7 @@ def signer(
 
     def sign(repository: str, digest: str, platforms: dict[str, str]) -> None:
         statement = provenance(project, box, revision, inputs_digest, platforms)
-        with cosign_for(project.settings, repository) as cosign:
+        with cosign_for(project.settings, repository, clock) as cosign:
             for platform, image_digest in sorted(platforms.items()):
                 image = f"{repository}@{image_digest}"
                 cosign.sign(image, key, tlog)
@@ -200,7 +207,7 @@ def verify_release(
     findings = [_tag(registry, reference, release)]
     source = origin_url(settings.root) or settings.root.as_uri()
     commit = release.revision.removesuffix("-dirty")
-    with cosign_for(settings, repository) as cosign:
+    with cosign_for(settings, repository, registry.transport.clock) as cosign:
         subjects = [("release", release.digest)]
         subjects += [
             (p, facts.digest)
