@@ -625,3 +625,37 @@ def test_a_registry_that_hangs_under_cosign_ends_verify_release_within_the_time_
     assert "Traceback" not in failed.stderr
     assert "no answer within buildbox.registry_time_limit" in failed.stdout + failed.stderr
     assert elapsed <= HUNG_LIMIT + 3, f"verify-release took {elapsed:.1f} s"
+
+
+def test_an_audit_of_many_releases_shares_one_time_limit(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Each release's tag read hangs 1.2 s, then answers: four releases would take 5 s, each
+    well within a 3 s limit; the limit is the audit's, for all of its registry requests."""
+    root = make_project(tmp_path / "project")
+    with fault_proxy(registry.url) as proxy:
+        projects.settle(
+            root / "invoke.yaml", registry=f'"{proxy.host}/slow"', registry_backoff=0.05,
+            registry_time_limit=HUNG_LIMIT,
+        )  # fmt: skip
+        releases: list[record.Release] = []
+        for version in "1234":
+            digest = "sha256:" + version * 64
+            sbom = f"sbom/demo/v{version}-linux-amd64.cdx.json"
+            tag = f"{proxy.host}/slow/demo:v{version}"
+            release = record.Release(
+                box="demo", version=version, reference=f"{tag}@{digest}", digest=digest,
+                inputs_digest=digest, revision="0" * 40,
+                platforms={"linux/amd64": record.PlatformRelease(digest, sbom, digest)},
+            )  # fmt: skip
+            record.add(root, releases, release)
+            releases.append(release)
+        for version in "1234":  # the first read of each release's tag only
+            proxy.add(Fault("*", rf"/manifests/v{version}$", "hang", seconds=1.2))
+        started = time.monotonic()
+        failed = run_cli(root, "audit")
+        elapsed = time.monotonic() - started
+    assert failed.returncode == 1
+    assert "Traceback" not in failed.stderr
+    assert f"buildbox.registry_time_limit ({HUNG_LIMIT} s" in failed.stderr, failed.stderr
+    assert elapsed <= HUNG_LIMIT + 1.5, f"audit took {elapsed:.1f} s"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 from buildbox.digests import digest_of
 from buildbox.oci.referrers import find_sbom
 from buildbox.oci.refs import Reference
@@ -34,12 +36,16 @@ def audit_release(settings: Settings, registry: Registry, release: record.Releas
 def audit(
     settings: Settings, releases: list[record.Release]
 ) -> list[tuple[record.Release, list[str]]]:
-    """Each of the recorded ``releases`` with what no longer holds for it."""
+    """Each of the recorded ``releases`` with what no longer holds for it. One client per
+    registry host, so that registry_time_limit bounds all of the audit's requests to it."""
     found = []
-    for release in releases:
-        reference = Reference.parse(release.reference)
-        with open_registry(reference, settings) as registry:
-            found.append((release, audit_release(settings, registry, release)))
+    with ExitStack() as stack:
+        registries: dict[str, Registry] = {}
+        for release in releases:
+            host = Reference.parse(release.reference).host
+            if host not in registries:
+                registries[host] = stack.enter_context(open_registry(host, settings))
+            found.append((release, audit_release(settings, registries[host], release)))
     return found
 
 
