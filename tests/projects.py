@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -147,6 +148,17 @@ def run_cli(root: Path, *args: str) -> CliResult:
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
     return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+def check_fails_with(root: Path, pattern: str) -> tuple[CliResult, list[str]]:
+    """`invoke check` in ``root``: exit 1, no traceback, and the lines of its report that match
+    ``pattern`` (a regular expression), at least one."""
+    result = run_cli(root, "check")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = [line for line in result.stdout.splitlines() if re.search(pattern, line)]
+    assert lines, f"no line matches {pattern!r}:\n{result.stdout}"
+    return result, lines
 
 
 # Mutations: each changes one thing in a project made by make_project.

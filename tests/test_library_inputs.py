@@ -13,7 +13,17 @@ from buildbox.build.context import assemble
 from buildbox.define.boxes import Box
 from buildbox.define.library import Artifact, Component, Install, Library, Probe
 from buildbox.errors import BuildboxError
-from projects import BASE, SHA_A, Mutation, artifact, library, make_project, run_cli, settings_for
+from projects import (
+    BASE,
+    SHA_A,
+    Mutation,
+    artifact,
+    check_fails_with,
+    library,
+    make_project,
+    run_cli,
+    settings_for,
+)
 
 LIB = "shared/components.yaml"
 TOOL = r"components\.tool"
@@ -184,12 +194,7 @@ def test_bad_library_input_is_one_clear_line(tmp_path: Path, case: str) -> None:
     mutate, expected = CASES[case]
     root = make_project(tmp_path)
     mutate(root)
-    result = run_cli(root, "check")
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    assert any(re.search(expected, line) for line in result.stdout.splitlines()), (
-        f"no line matches {expected!r}:\n{result.stdout}"
-    )
+    result, _ = check_fails_with(root, expected)
     assert SECRET not in result.stdout + result.stderr
 
 
