@@ -56,6 +56,8 @@ class Wanted:
     where: str = ""
     #: What to do when the source no longer has the file (default: fix the URL).
     fix: str = ""
+    #: What it is, as an inputs manifest names it (``oci.inputs.KINDS``).
+    kind: str = "component"
 
     @property
     def label(self) -> str:
@@ -313,6 +315,7 @@ def wanted_for(
                         f"platforms.{each}.packages[{index}]({package.name})",
                         fix=f"the archive may have dropped this version: run `invoke lock "
                         f"{box.name}` again, or pin an archive snapshot in box.yaml",
+                        kind="package",
                     )  # fmt: skip
     return list(seen.values())
 
@@ -331,6 +334,7 @@ def wanted_indices(box: str, lock: PackageLock) -> list[Wanted]:
                     fix=f"the archive serves an index by hash only while its InRelease is "
                     f"current: run `invoke lock {box}` again, or copy a cache holding sha256 "
                     f"{index.sha256} from a machine that ran `invoke check`",
+                    kind="index",
                 ))  # fmt: skip
     return list(seen.values())
 

@@ -82,6 +82,11 @@ class Settings:
     #: certificate is checked against; set, a loopback registry is reached over https too.
     #: Empty: the system's CAs (or REQUESTS_CA_BUNDLE's).
     registry_ca_bundle: str = ""
+    #: Store every input of a release in the registry beside it (an inputs manifest), so that
+    #: it can be rebuilt when upstreams have gone (``release.escrow``).
+    escrow: bool = True
+    #: Where inputs are escrowed, ``host[:port]/path``; empty: the release's own repository.
+    escrow_repository: str = ""
 
     @property
     def components_file(self) -> Path:
@@ -274,6 +279,8 @@ SPECS: dict[str, Spec] = {
     "registry_chunk_mib": Spec(16, Number(int, 1, 512)),
     "registry_workers": Spec(4, Number(int, 1, 32)),
     "registry_ca_bundle": Spec("", _text),
+    "escrow": Spec(True, _flag),
+    "escrow_repository": Spec("", _registry),
 }
 #: The ``buildbox`` section of invoke's configuration before invoke.yaml overrides it.
 DEFAULTS: dict[str, Any] = {name: spec.default for name, spec in SPECS.items()}

@@ -3,7 +3,8 @@
 One entry per (box, version): the pinned reference (``host/repo:tag@digest``; the digest of the
 OCI index when the box has several platforms), the inputs digest it was built from, the source
 revision and the time it was built as (``epoch``: SOURCE_DATE_EPOCH, else the commit's time), and
-per platform the image digest and its SBOM's path and sha256. Written atomically.
+per platform the image digest and its SBOM's path and sha256, and where its inputs are escrowed
+(the inputs manifest, by digest). Written atomically.
 
 Only the commands that deal with releases read it (check's version rule, release, ref, audit,
 verify-release, reproduce, matrix); a broken record is a clear message there and nowhere else.
@@ -58,6 +59,9 @@ class Release:
     #: The time the release was built as (SOURCE_DATE_EPOCH or the commit's time); None in
     #: records written before it was kept: reproduce then takes the commit's time.
     epoch: int | None = None
+    #: Where the release's inputs are escrowed: ``host/repository@<inputs manifest digest>``
+    #: (``oci.inputs``); None when they were not (escrow off, or a record from before it).
+    escrow: str | None = None
 
     @property
     def tag(self) -> str:
