@@ -497,3 +497,35 @@ def test_an_escrow_warning_is_a_line_of_the_fetch_log() -> None:
     stream = io.StringIO()
     LogProgress(stream).warned("upstream served other bytes")
     assert stream.getvalue() == "WARNING upstream served other bytes\n"
+
+
+def test_the_rebuilt_release_escrow_is_searched_first_then_its_box_then_the_rest(
+    tmp_path: Path,
+) -> None:
+    from buildbox.tasks._common import recorded_escrows
+
+    root = make_project(tmp_path / "p")
+    entries = []
+    for box, version in (("demo", "1"), ("demo", "2"), ("demo", "3"), ("zeta", "1")):
+        digest = "sha256:" + hashlib.sha256(f"{box}{version}".encode()).hexdigest()
+        entries.append({
+            "box": box, "version": version, "digest": digest, "inputs_digest": digest,
+            "reference": f"127.0.0.1:5000/buildbox/{box}:v{version}@{digest}",
+            "revision": "unknown", "escrow": f"127.0.0.1:5000/escrow/{box}@{digest}",
+            "platforms": {"linux/amd64": {"digest": digest, "sbom_digest": digest,
+                                          "sbom_path": f"sbom/{box}/v{version}.cdx.json"}},
+        })  # fmt: skip
+    (root / "buildbox.lock.json").write_text(json.dumps({"releases": entries}))
+    order = recorded_escrows(settings_for(root), [("demo", "2")])()
+    names = [
+        next(f"{e['box']} v{e['version']}" for e in entries if e["escrow"] == each)
+        for each in order
+    ]
+    assert names == ["demo v2", "demo v3", "demo v1", "zeta v1"]
+
+
+@pytest.mark.parametrize("task", ["fetch", "build", "reproduce"])
+def test_the_tasks_that_fetch_take_from_escrow(task: str, tmp_path: Path) -> None:
+    result = run_cli(make_project(tmp_path / "p"), "--help", task)
+    assert result.returncode == 0, result.stderr
+    assert "--from-escrow" in result.stdout
