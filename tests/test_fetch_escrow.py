@@ -529,3 +529,18 @@ def test_the_tasks_that_fetch_take_from_escrow(task: str, tmp_path: Path) -> Non
     result = run_cli(make_project(tmp_path / "p"), "--help", task)
     assert result.returncode == 0, result.stderr
     assert "--from-escrow" in result.stdout
+
+
+def test_a_dropped_deb_no_recorded_escrow_holds_says_so(
+    artifacts: ArtifactServer, registry: Registry, tmp_path: Path
+) -> None:
+    root = tmp_path / "project"
+    locked_box(root, artifacts, "Test")
+    other = escrow(registry.host, "escrow/other", {"http://x.invalid/y": b"other"})
+    settings = dataclasses.replace(settings_for(root), cache_dir=tmp_path / "cache")
+    loaded = project.load(settings)
+    with pytest.raises(DownloadError) as caught:
+        fetcher(settings, [other]).fetch_all(wanted_for(loaded.boxes, loaded.library))
+    message = str(caught.value)
+    assert "none of the 1 recorded release escrow(s) holds it" in message
+    assert "None of the 1 recorded release escrow(s) holds them. Two ways forward" in message
