@@ -4,8 +4,15 @@ Every artifact is streamed into a partial file in the cache, hashed on the way, 
 place only when its sha256 is the pinned one: a bad, partial or interrupted download never enters
 the cache. A download that breaks off is resumed (``Range`` + ``If-Range``) from its partial file,
 by the next attempt or the next run, and the sha256 still covers the whole file. A cached
-artifact is never downloaded again (it is re-hashed on use). Mirrors are tried before the
-upstream URL; a checksum mismatch from any source fails at once, never retried.
+artifact is never downloaded again (it is re-hashed on use).
+
+Where an artifact comes from, in order: the cache, each configured mirror, the upstream URL, the
+escrow of recorded releases (:class:`Escrow`: the release being rebuilt first, then any other
+whose inputs manifest holds that sha256), and for a locked Debian or Ubuntu package the archive
+snapshot's address of that exact file (through the mirrors too). A checksum mismatch is never
+retried and no other URL is tried after it: only an escrow may still deliver the pinned bytes
+(the mismatch is then a warning). With ``from_escrow`` the escrow is the only source after the
+cache. Whatever the source, the bytes are hashed and committed only when they are the pin.
 """
 
 from __future__ import annotations
@@ -16,10 +23,11 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,16 +38,21 @@ import requests
 from buildbox.define.boxes import Box
 from buildbox.define.inputs import box_components
 from buildbox.define.library import Library
-from buildbox.define.lock import LOCK_FILE, PackageLock
+from buildbox.define.lock import LOCK_FILE, PROOF_DIR, PackageLock, snapshot_roots, snapshot_url
 from buildbox.digests import file_sha256
 from buildbox.errors import BuildboxError
 from buildbox.http import TRANSIENT_STATUSES, RetryPolicy, reason, redact, retrying_session
+from buildbox.oci.inputs import read_inputs
+from buildbox.oci.refs import Reference
+from buildbox.oci.registry import Registry, RegistryError, open_registry
 from buildbox.settings import Settings
 
 _CHUNK = 64 * 1024  # small enough for progress and prompt writes on a slow link
 #: Partial files no fetch holds and none touched for this long are left over from a download
 #: that no later run resumed (its artifact is no longer wanted): they are removed.
 _STALE_AFTER = 24 * 3600.0
+#: What an upstream answers about a file it no longer has.
+_GONE = (404, 410)
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(?:\d+|\*)")
 
 
@@ -58,6 +71,11 @@ class Wanted:
     fix: str = ""
     #: What it is, as an inputs manifest names it (``oci.inputs.KINDS``).
     kind: str = "component"
+    #: The box that needs it (locked packages: for the message when the archive dropped it).
+    box: str = ""
+    #: The archive snapshot's address of this exact file (a locked package of a box without
+    #: ``snapshot:``), tried after the escrow; "" for none.
+    snapshot: str = ""
 
     @property
     def label(self) -> str:
@@ -86,6 +104,19 @@ class ChecksumMismatchError(BuildboxError):
 
 class DownloadError(BuildboxError):
     """No source delivered the artifact (after retrying transient failures)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        #: The HTTP status of the answer that refused it, if there was one.
+        self.status = status
+
+
+class NotFetchedError(DownloadError):
+    """Every source of one artifact failed: each one's reason, and its upstream URL's answer."""
+
+    def __init__(self, want: Wanted, problems: list[str], upstream: int | None) -> None:
+        super().__init__("; ".join(problems), upstream)
+        self.want = want
 
 
 class Progress(Protocol):
@@ -307,6 +338,7 @@ def wanted_for(
                         component.name, component.version, each, artifact.url, artifact.sha256
                     )
         for each in platforms if packages else ():
+            roots = _snapshots(box, each)
             for index, package in enumerate(box.locked(each)):
                 if package.sha256 not in seen:
                     seen[package.sha256] = Wanted(
@@ -315,9 +347,17 @@ def wanted_for(
                         f"platforms.{each}.packages[{index}]({package.name})",
                         fix=f"the archive may have dropped this version: run `invoke lock "
                         f"{box.name}` again, or pin an archive snapshot in box.yaml",
-                        kind="package",
+                        kind="package", box=box.name, snapshot=snapshot_url(package.url, roots),
                     )  # fmt: skip
     return list(seen.values())
+
+
+def _snapshots(box: Box, platform: str) -> dict[str, str]:
+    """The archive snapshots of the roots the box's lock took ``platform``'s packages from; none
+    when box.yaml pins a snapshot (the lock's URLs are on it already)."""
+    if box.snapshot or box.lock is None or platform not in box.lock.platforms:
+        return {}
+    return snapshot_roots(box.lock.platforms[platform].sources, box.directory / PROOF_DIR)
 
 
 def wanted_indices(box: str, lock: PackageLock) -> list[Wanted]:
@@ -375,6 +415,98 @@ def _validator(response: requests.Response) -> str | None:
     return response.headers.get("Last-Modified")
 
 
+@dataclass(frozen=True)
+class Held:
+    """Where an escrow holds an input: the registry, the repository, and the inputs manifest
+    (``host/repository@digest``) that lists it."""
+
+    registry: Registry
+    repository: str
+    escrow: str
+
+    def where(self, sha256: str) -> str:
+        return f"{self.registry.host}/{self.repository}@sha256:{sha256}"
+
+
+class Escrow:
+    """The inputs recorded releases escrowed in registries (``oci.inputs``), found by sha256.
+
+    ``references`` gives the inputs manifests (``host/repository@sha256:...``) in the order to
+    search them (the release being rebuilt first). Nothing is read until an artifact is looked
+    for: a record that cannot be read, or a registry that cannot be reached, is a note in the
+    error of an artifact no other source had, never a failure of a fetch that did not need it.
+    Each manifest is read by digest (hashed by the registry client) when the ones before it do
+    not hold what is looked for; one client per registry host. Safe for several threads.
+    """
+
+    def __init__(self, settings: Settings, references: Callable[[], Sequence[str]]) -> None:
+        self.settings = settings
+        self._references = references
+        self._lock = threading.Lock()
+        self._listed: list[str] | None = None
+        #: Per manifest read so far (in order): its registry and repository, and the sha256s
+        #: it holds (None: it could not be read).
+        self._read: list[tuple[Held, frozenset[str]] | None] = []
+        self._registries: dict[str, Registry] = {}
+        #: What went wrong reading the record or a manifest, once each.
+        self.problems: list[str] = []
+
+    def _manifests(self) -> list[str]:
+        if self._listed is None:
+            try:
+                self._listed = list(dict.fromkeys(self._references()))
+            except BuildboxError as error:
+                self._listed = []
+                self.problems.append(f"the release record cannot be read ({error})")
+        return self._listed
+
+    @property
+    def searched(self) -> int:
+        """How many inputs manifests there are to search."""
+        with self._lock:
+            return len(self._manifests())
+
+    def holders(self, sha256: str) -> Iterator[Held]:
+        """Each escrow that lists ``sha256``, in order; manifests read as they are reached."""
+        position = 0
+        while True:
+            with self._lock:
+                listed = self._manifests()
+                if position >= len(listed):
+                    return
+                if position == len(self._read):
+                    self._read.append(self._index(listed[position]))
+                found = self._read[position]
+            if found is not None and sha256 in found[1]:
+                yield found[0]
+            position += 1
+
+    def _index(self, escrow: str) -> tuple[Held, frozenset[str]] | None:
+        try:
+            reference = Reference.parse(escrow)
+            if reference.digest is None:
+                raise BuildboxError("it names no digest")
+            registry = self._registries.get(reference.host)
+            if registry is None:
+                registry = open_registry(reference.host, self.settings)
+                self._registries[reference.host] = registry
+            found = registry.get_manifest(reference.repository, reference.digest)
+            if found is None:
+                raise BuildboxError("the registry no longer has it")
+            inputs = read_inputs(found[0])
+        except BuildboxError as error:
+            self.problems.append(f"escrow {escrow}: {error}")
+            return None
+        held = Held(registry, reference.repository, escrow)
+        return held, frozenset(each.sha256 for each in inputs)
+
+    def close(self) -> None:
+        with self._lock:
+            for registry in self._registries.values():
+                registry.close()
+            self._registries.clear()
+
+
 class Fetcher:
     """Fetches artifacts into a cache; one instance may serve several threads."""
 
@@ -384,8 +516,18 @@ class Fetcher:
         progress: Progress,
         http: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        escrow: Escrow | None = None,
+        from_escrow: bool = False,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
+        #: Recorded releases' escrows: a fallback after upstream, or (``from_escrow``) the only
+        #: source after the cache.
+        self.escrow = escrow
+        self.from_escrow = from_escrow
+        #: Told what went wrong on the way to an artifact that was fetched after all.
+        self.warn = warn or _warn
         self.cache = Cache(settings.cache_dir)
         self.progress = progress
         self._http = http
@@ -432,8 +574,42 @@ class Fetcher:
             lines = "\n".join(f"  {error}" for _, error in failures)
             raise DownloadError(
                 f"could not fetch {len(failures)} of {len(wanted)} artifacts:\n{lines}"
+                + self._dropped([error for _, error in failures])
             )
         return results
+
+    def _dropped(self, errors: list[BuildboxError]) -> str:
+        """What to do about locked packages the archive no longer has (404 or 410 upstream)
+        that no escrow or snapshot had either: which versions, and the ways forward."""
+        gone = [
+            e
+            for e in errors
+            if isinstance(e, NotFetchedError) and e.want.kind == "package" and e.status in _GONE
+        ]
+        if not gone:
+            return ""
+        lines = [
+            f"  {e.want.box}: {e.want.component} {e.want.version} ({e.want.platform}) at "
+            f"{redact(e.want.url)}: HTTP {e.status}"
+            for e in gone
+        ]
+        boxes = sorted({e.want.box for e in gone})
+        lock = " and ".join(f"`invoke lock {box}`" for box in boxes)
+        yaml = ", ".join(f"buildboxes/{box}/box.yaml" for box in boxes)
+        if self.escrow is None:
+            escrowed = "No escrow was searched."
+        elif self.escrow.searched:
+            escrowed = f"None of the {self.escrow.searched} recorded release escrow(s) holds them."
+        else:
+            escrowed = "No recorded release has an escrow to take them from."
+        return (
+            f"\nThe archive no longer has {len(gone)} locked package version(s):\n"
+            + "\n".join(lines)
+            + f"\n{escrowed} Two ways forward: (1) run {lock} and bump the version in {yaml} "
+            "(a new release: the old one cannot be rebuilt as it was); or (2) keep the old files "
+            "reachable: set `snapshot:` in box.yaml, or add a mirror serving them to "
+            "buildbox.mirrors in invoke.yaml."
+        )
 
     def _from_cache_only(self, wanted: list[Wanted]) -> list[Fetched]:
         results, missing = [], []
@@ -466,25 +642,107 @@ class Fetcher:
         return fetched
 
     def fetch(self, want: Wanted) -> Fetched:
-        """One artifact: from the cache, else from each mirror, else from upstream; resumed
-        from what an interrupted fetch of it left in the cache."""
+        """One artifact: from the cache, else from each mirror, else from upstream, else from an
+        escrow, else from its archive snapshot (via mirrors too); resumed from what an
+        interrupted fetch of it left in the cache. With ``from_escrow``: the cache, else an
+        escrow, nothing else."""
         cached = self.cache.lookup(want.sha256)
         if cached is not None:
             return Fetched(want, cached, cached.stat().st_size, None)
-        problems = []
         with self.cache.partial(want.sha256) as partial:
             if partial.size and partial.digest.hexdigest() == want.sha256:
                 # complete, killed before its rename: verified now, nothing left to ask for
                 path = self.cache.commit(partial, want.sha256)
                 return Fetched(want, path, partial.size, None)
-            for url in sources(want.url, self.settings.mirrors):
+            if self.from_escrow:
+                return self._escrow_only(want, partial)
+            problems: list[str] = []
+            upstream: int | None = None
+            try:
+                for url in sources(want.url, self.settings.mirrors):
+                    try:
+                        path = self._download(want, url, partial)
+                    except DownloadError as error:
+                        problems.append(str(error))
+                        upstream = error.status if url == want.url else upstream
+                        continue
+                    return Fetched(want, path, partial.size, redact(url))
+            except ChecksumMismatchError as mismatch:
+                # Other bytes: no other URL is trusted to put it right; an escrow may.
+                fetched = self._from_escrow(want, partial, problems)
+                if fetched is None:
+                    raise ChecksumMismatchError("; ".join([str(mismatch), *problems])) from None
+                self.warn(f"{mismatch} Taken from {fetched.source} instead.")
+                return fetched
+            fetched = self._from_escrow(want, partial, problems)
+            if fetched is not None:
+                return fetched
+            for url in sources(want.snapshot, self.settings.mirrors) if want.snapshot else ():
                 try:
                     path = self._download(want, url, partial)
                 except DownloadError as error:
                     problems.append(str(error))
                     continue
                 return Fetched(want, path, partial.size, redact(url))
-        raise DownloadError("; ".join(problems))
+        raise NotFetchedError(want, problems, upstream)
+
+    def _escrow_only(self, want: Wanted, partial: Partial) -> Fetched:
+        problems: list[str] = []
+        fetched = self._from_escrow(want, partial, problems)
+        if fetched is None:
+            missing = f"sha256:{want.sha256} ({redact(want.url)}) is not escrowed"
+            problems.insert(0, f"{want.label}: --from-escrow: {missing}")
+            raise NotFetchedError(want, problems, None)
+        return fetched
+
+    def _from_escrow(self, want: Wanted, partial: Partial, problems: list[str]) -> Fetched | None:
+        """From the first escrow that holds the artifact and serves its pinned bytes; what each
+        one that did not went wrong is added to ``problems``, and when none holds it, why."""
+        if self.escrow is None:
+            if self.from_escrow:
+                problems.append("no recorded release has an escrow")
+            return None
+        held_by = 0
+        for held in self.escrow.holders(want.sha256):
+            held_by += 1
+            try:
+                path = self._from_registry(want, held, partial)
+            except BuildboxError as error:  # a mismatch too: the next escrow may serve the pin
+                problems.append(str(error))
+                continue
+            return Fetched(want, path, partial.size, f"{held.where(want.sha256)} (escrow)")
+        if not held_by:
+            problems.append(self._not_escrowed())
+        return None
+
+    def _not_escrowed(self) -> str:
+        """Why no escrow had an artifact."""
+        assert self.escrow is not None
+        searched = self.escrow.searched
+        notes = "".join(f"; {problem}" for problem in self.escrow.problems)
+        if not searched:
+            return f"no recorded release has an escrow{notes}"
+        return f"none of the {searched} recorded release escrow(s) holds it{notes}"
+
+    def _from_registry(self, want: Wanted, held: Held, partial: Partial) -> Path:
+        """Stream a blob from an escrow into the partial file, verified as any download; a body
+        that breaks off is fetched again (whole)."""
+        shown = held.where(want.sha256)
+        attempts = self.retries.attempts
+        for attempt in range(1, attempts + 1):
+            partial.restart(shown, None)
+            try:
+                with held.registry.blob_stream(held.repository, f"sha256:{want.sha256}") as answer:
+                    return self._receive(want, shown, answer, partial, f"escrow {held.escrow}")
+            except RegistryError as error:
+                raise DownloadError(f"{want.label}: escrow {held.escrow}: {error}") from None
+            except _BrokenBodyError as error:
+                if attempt == attempts:
+                    raise DownloadError(
+                        f"{want.label}: {shown}: failed after {attempts} attempts: {error}"
+                    ) from None
+                self.sleep(self.retries.delay(attempt))
+        raise AssertionError("unreachable")
 
     def _download(self, want: Wanted, url: str, partial: Partial) -> Path:
         """Download with retries for a body that breaks off (each resumes where the last one
@@ -526,37 +784,57 @@ class Fetcher:
                 partial.restart(url, None)  # the kept part is longer than the file now
                 raise _BrokenBodyError("the partial file kept is longer than the file")
             if response.status_code not in (200, 206) or (response.status_code == 206) != resumed:
-                raise DownloadError(self._refused(want, url, response))
+                raise DownloadError(self._refused(want, url, response), response.status_code)
             if not resumed:  # a whole answer: the server ignored Range, or If-Range failed
                 partial.restart(url, _validator(response))
-            kept = partial.size
-            expected_size = response.headers.get("Content-Length")
-            total = kept + int(expected_size) if expected_size else None
-            self.progress.started(want, shown, total)
-            if kept:
-                self.progress.advanced(want, kept)
-            try:
-                for block in response.iter_content(_CHUNK):
-                    partial.write(block)
-                    self.progress.advanced(want, len(block))
-            except requests.RequestException as error:
-                partial.sync()  # what arrived is kept: the next attempt resumes from it
-                raise _BrokenBodyError(reason(error)) from None
-            partial.sync()
-            received = partial.size - kept
-            if expected_size is not None and received != int(expected_size):
-                raise _BrokenBodyError(f"truncated body: {received} of {expected_size} bytes")
-            actual = partial.digest.hexdigest()
-            if actual != want.sha256:
-                partial.discard()
-                earlier = f" (resumed from {kept} bytes an earlier attempt kept)" if kept else ""
-                raise ChecksumMismatchError(
-                    f"{want.label}: sha256 mismatch for {shown}{earlier}: expected "
-                    f"{want.sha256}, got {actual}. The file was discarded. If upstream really "
-                    f"changed it, find the new published checksum and update "
-                    f"{want.field}.sha256; otherwise the source is serving something else."
+            return self._receive(want, shown, response, partial)
+
+    def _receive(
+        self,
+        want: Wanted,
+        shown: str,
+        response: requests.Response,
+        partial: Partial,
+        escrow: str = "",
+    ) -> Path:
+        """The answer's body into the partial file (after what it kept), hashed; committed when
+        the whole file is the pinned one, else discarded (a mismatch)."""
+        kept = partial.size
+        expected_size = response.headers.get("Content-Length")
+        total = kept + int(expected_size) if expected_size else None
+        self.progress.started(want, shown, total)
+        if kept:
+            self.progress.advanced(want, kept)
+        try:
+            for block in response.iter_content(_CHUNK):
+                partial.write(block)
+                self.progress.advanced(want, len(block))
+        except requests.RequestException as error:
+            partial.sync()  # what arrived is kept: the next attempt resumes from it
+            raise _BrokenBodyError(reason(error)) from None
+        partial.sync()
+        received = partial.size - kept
+        if expected_size is not None and received != int(expected_size):
+            raise _BrokenBodyError(f"truncated body: {received} of {expected_size} bytes")
+        actual = partial.digest.hexdigest()
+        if actual != want.sha256:
+            partial.restart(shown, None)  # emptied: removed when the fetch lets go of it
+            earlier = f" (resumed from {kept} bytes an earlier attempt kept)" if kept else ""
+            if escrow:
+                advice = (
+                    f"Refused: the registry (or a proxy in front of it) serves other bytes "
+                    f"for that digest than {escrow} lists."
                 )
-            return self.cache.commit(partial, want.sha256)
+            else:
+                advice = (
+                    f"If upstream really changed it, find the new published checksum and "
+                    f"update {want.field}.sha256; otherwise the source is serving something else."
+                )
+            raise ChecksumMismatchError(
+                f"{want.label}: sha256 mismatch for {shown}{earlier}: expected "
+                f"{want.sha256}, got {actual}. The file was discarded. {advice}"
+            )
+        return self.cache.commit(partial, want.sha256)
 
     def _refused(self, want: Wanted, url: str, response: requests.Response) -> str:
         """Why an answer that is not the file is final, and what to check."""
@@ -575,6 +853,11 @@ def _range_start(response: requests.Response) -> int | None:
     """Where the bytes of a 206 answer start (its Content-Range)."""
     found = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
     return int(found.group(1)) if found else None
+
+
+def _warn(line: str) -> None:
+    """A warning where no display was given: on stderr."""
+    print(f"warning: {line}", file=sys.stderr)
 
 
 class _BrokenBodyError(Exception):

@@ -57,6 +57,10 @@ class LogProgress:
     def failed(self, wanted: Wanted, error: Exception) -> None:
         self._say(f"FAILED {error}")
 
+    def warned(self, line: str) -> None:
+        """Something went wrong on the way to an artifact that was fetched after all."""
+        self._say(f"WARNING {line}")
+
     def close(self) -> None:
         """Nothing to tidy: every line is already complete."""
 

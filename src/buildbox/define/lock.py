@@ -13,6 +13,7 @@ JSON with sorted keys and entries, so a re-lock diffs cleanly in review.
 
 from __future__ import annotations
 
+import email.utils
 import gzip
 import json
 import lzma
@@ -23,6 +24,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -54,6 +56,12 @@ ARCHIVE_HOSTS = (
     "ports.ubuntu.com",
     "snapshot.ubuntu.com",
 )
+#: Where an archive's snapshots keep every file it ever published, by the ``Origin`` of its
+#: signed InRelease: ``<this>/<archive>/<YYYYMMDDTHHMMSSZ>/pool/...``.
+SNAPSHOT_ARCHIVES = {
+    "Debian": "http://snapshot.debian.org/archive",
+    "Ubuntu": "http://snapshot.ubuntu.com",
+}
 #: ``name`` or ``name=version``, as apt-get install takes them.
 _SPEC = re.compile(r"^([a-z0-9][a-z0-9+.-]+)(?:=([A-Za-z0-9.+~:-]+))?$")
 
@@ -502,3 +510,48 @@ def _package_problems(
         message = f"{package.size} is not the signed index's size {stanza['Size']}"
         found.append(Problem(shown, None, f"{field}.size", f"{message}; {hint}"))
     return found
+
+
+def snapshot_roots(sources: tuple[Source, ...], proofs: Path) -> dict[str, str]:
+    """Per archive root of ``sources`` (a Debian or Ubuntu archive): its snapshot at the time of
+    its newest signed InRelease in ``proofs`` (its ``Date``), where every file the lock took from
+    it stays after the archive drops it. Unverified here: it only says where to look (what comes
+    from there is checked against the pinned sha256)."""
+    newest: dict[str, tuple[str, str]] = {}
+    for source in sources:
+        try:
+            release = deb822.Release((proofs / source.inrelease).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        origin, when = str(release.get("Origin", "")), _archive_time(release.get("Date"))
+        root = source.url.rstrip("/")
+        if origin in SNAPSHOT_ARCHIVES and when and when > newest.get(root, ("", ""))[0]:
+            newest[root] = (when, origin)
+    found = {}
+    for root, (when, origin) in newest.items():
+        archive = posixpath.basename(urlsplit(root).path)
+        if not archive.startswith(origin.lower()):  # a mirror's own path: the main archive
+            archive = origin.lower()
+        found[root] = f"{SNAPSHOT_ARCHIVES[origin]}/{archive}/{when}"
+    return found
+
+
+def snapshot_url(url: str, roots: Mapping[str, str]) -> str:
+    """The archive snapshot's address of the file at ``url`` (``roots``: from
+    :func:`snapshot_roots`); "" when it is under none of them."""
+    for root, snapshot in roots.items():
+        if url.startswith(root + "/"):
+            return snapshot + url[len(root) :]
+    return ""
+
+
+def _archive_time(date: object) -> str:
+    """An InRelease's ``Date`` (RFC 2822, UTC) as a snapshot's time, ``20261121T091544Z``;
+    "" when it is none."""
+    try:
+        when = email.utils.parsedate_to_datetime(str(date))
+    except (TypeError, ValueError):
+        return ""
+    if when.tzinfo is None:
+        return ""
+    return when.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")

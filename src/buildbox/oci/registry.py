@@ -192,6 +192,17 @@ class Registry:
         self._check(repository, digest, response.content)
         return response.content
 
+    @contextmanager
+    def blob_stream(self, repository: str, digest: str) -> Iterator[requests.Response]:
+        """A blob's answer, its body not yet read: for a blob too large to hold in memory. The
+        caller streams it and must hash what it reads, refusing it unless it is ``digest``."""
+        response = self.transport.call(
+            f"reading {digest} from {self.where(repository)}",
+            "GET", f"/v2/{repository}/blobs/{digest}", _pull(repository), stream=True,
+        )  # fmt: skip
+        with response:
+            yield response
+
     def upload_blob(
         self,
         repository: str,

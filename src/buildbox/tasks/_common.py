@@ -36,6 +36,11 @@ BUILDER_HELP = (
     "Build with BuildKit on this buildx builder instance (e.g. a remote one from `docker buildx "
     "create`); default: buildbox.buildx_builder, else the current one."
 )
+#: The --from-escrow option of the tasks that fetch.
+FROM_ESCROW_HELP = (
+    "Take every input not in the cache from recorded releases' escrows (the registry), none "
+    "from mirrors or upstream; fail naming any input no escrow holds."
+)
 
 
 def fails_cleanly(func: Callable[P, R]) -> Callable[P, R]:
@@ -90,14 +95,65 @@ def plain(value: Any) -> Any:
 
 @contextmanager
 def engine_and_fetcher(
-    found: settings_stage.Settings, artifacts: int
+    found: settings_stage.Settings,
+    artifacts: int,
+    *,
+    escrows: Callable[[], list[str]] | None = None,
+    from_escrow: bool = False,
 ) -> Iterator[tuple[Engine, Fetcher]]:
-    """The engine, and a fetcher reporting on stderr, for the commands that build."""
+    """The engine, and a fetcher reporting on stderr, for the commands that build (falling back
+    on the ``escrows``, see :func:`fetching`)."""
     from buildbox.build.engine import Engine
-    from buildbox.fetch import Fetcher
 
-    with output.fetch_progress(sys.stderr, artifacts) as progress, Engine.connect() as engine:
-        yield engine, Fetcher(found, progress)
+    with (
+        output.fetch_progress(sys.stderr, artifacts) as progress,
+        fetching(found, progress, escrows, from_escrow=from_escrow) as fetcher,
+        Engine.connect() as engine,
+    ):
+        yield engine, fetcher
+
+
+@contextmanager
+def fetching(
+    found: settings_stage.Settings,
+    progress: output.LogProgress,
+    escrows: Callable[[], list[str]] | None,
+    *,
+    from_escrow: bool = False,
+) -> Iterator[Fetcher]:
+    """A fetcher reporting to ``progress`` that takes what upstream no longer serves from the
+    inputs manifests ``escrows`` names (when it is first needed), or with ``from_escrow``
+    everything not cached; the registry clients it opened are closed after."""
+    from buildbox.fetch import Escrow, Fetcher
+
+    escrow = Escrow(found, escrows) if escrows is not None else None
+    try:
+        yield Fetcher(found, progress, escrow=escrow, from_escrow=from_escrow, warn=progress.warned)
+    finally:
+        if escrow is not None:
+            escrow.close()
+
+
+def recorded_escrows(
+    found: settings_stage.Settings, rebuilt: Iterable[tuple[str, str]]
+) -> Callable[[], list[str]]:
+    """The escrows of the recorded releases, from the record when first asked for: those of the
+    ``rebuilt`` (box, version) pairs first, then the same boxes' other releases, then every
+    other release (newest first each)."""
+    first = set(rebuilt)
+    boxes = {box for box, _ in first}
+
+    def references() -> list[str]:
+        from buildbox.release import record
+
+        newest_first = list(reversed(record.load(found)))
+        ranked = sorted(
+            newest_first,
+            key=lambda r: 0 if (r.box, r.version) in first else 1 if r.box in boxes else 2,
+        )
+        return [r.escrow for r in ranked if r.escrow]
+
+    return references
 
 
 def release_version(project: Project, box: Box) -> Released:
@@ -108,7 +164,8 @@ def release_version(project: Project, box: Box) -> Released:
 
     shown = output.upload_progress(sys.stdout)
     artifacts = len(box.components) * len(box.platforms)
-    with engine_and_fetcher(project.settings, artifacts) as (engine, fetcher):
+    escrows = recorded_escrows(project.settings, [(box.name, box.version)])
+    with engine_and_fetcher(project.settings, artifacts, escrows=escrows) as (engine, fetcher):
         return release_box(
             project, box, engine=engine, fetcher=fetcher,
             revision=revision(project.settings.root), log=shown.line, progress=shown,

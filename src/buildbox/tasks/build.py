@@ -12,10 +12,13 @@ from invoke.tasks import task
 from buildbox import output
 from buildbox.tasks._common import (
     BUILDER_HELP,
+    FROM_ESCROW_HELP,
     engine_and_fetcher,
     fails_cleanly,
+    fetching,
     load,
     print_report,
+    recorded_escrows,
     settings,
 )
 
@@ -25,24 +28,35 @@ from buildbox.tasks._common import (
         "box": "Fetch only what this box needs (default: every box).",
         "platform": "Fetch only this platform's artifacts, e.g. linux/arm64 (default: all).",
         "offline": "Touch no network: check that everything is in the cache, list what is not.",
+        "from_escrow": FROM_ESCROW_HELP,
     }
 )
 @fails_cleanly
 def fetch(
-    ctx: Context, box: str | None = None, platform: str | None = None, offline: bool = False
+    ctx: Context,
+    box: str | None = None,
+    platform: str | None = None,
+    offline: bool = False,
+    from_escrow: bool = False,
 ) -> None:
     """Download every pinned artifact, verify its sha256, and keep it in the cache."""
     from buildbox.define import project as project_stage
-    from buildbox.fetch import Fetcher, wanted_for
+    from buildbox.fetch import wanted_for
 
     found = settings(ctx)
     project = project_stage.load(found, box=box)
     wanted = wanted_for(project.boxes, project.library, platform)
-    with output.fetch_progress(sys.stderr, len(wanted)) as progress:
-        results = Fetcher(found, progress).fetch_all(wanted, offline=offline)
+    escrows = recorded_escrows(found, [(each.name, each.version) for each in project.boxes])
+    with (
+        output.fetch_progress(sys.stderr, len(wanted)) as progress,
+        fetching(found, progress, escrows, from_escrow=from_escrow) as fetcher,
+    ):
+        results = fetcher.fetch_all(wanted, offline=offline)
     downloaded = sum(1 for result in results if result.source)
+    escrowed = sum(1 for result in results if result.source and result.source.endswith("(escrow)"))
     print(
-        f"fetch: {len(results)} artifact(s) verified: {downloaded} downloaded, "
+        f"fetch: {len(results)} artifact(s) verified: {downloaded} downloaded"
+        f"{f' ({escrowed} from an escrow)' if escrowed else ''}, "
         f"{len(results) - downloaded} already in the cache ({found.cache_dir})"
     )
 
@@ -57,6 +71,7 @@ def fetch(
         "allow_floating_base": "Accept a base image not pinned by digest (never releasable).",
         "builder": BUILDER_HELP,
         "offline": "Take every artifact and package from the cache; touch no network.",
+        "from_escrow": FROM_ESCROW_HELP,
     },
 )
 @fails_cleanly
@@ -69,6 +84,7 @@ def build(
     allow_floating_base: bool = False,
     builder: str | None = None,
     offline: bool = False,
+    from_escrow: bool = False,
 ) -> None:
     """Fetch (verified) and build a box with the Docker engine; tag it when it succeeded.
 
@@ -81,7 +97,10 @@ def build(
     targets = chosen.platforms_for(platform)
     source = revision(project.settings.root)
     artifacts = len(chosen.components) * len(targets)
-    with engine_and_fetcher(project.settings, artifacts) as (engine, fetcher):
+    escrows = recorded_escrows(project.settings, [(chosen.name, chosen.version)])
+    with engine_and_fetcher(
+        project.settings, artifacts, escrows=escrows, from_escrow=from_escrow
+    ) as (engine, fetcher):
         for target in targets:
             started = time.monotonic()
             built = build_box(

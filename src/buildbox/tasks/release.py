@@ -343,25 +343,40 @@ def verify_release(
         "box": "The box whose release to rebuild.",
         "version": "The released version to rebuild (default: the latest), e.g. 3 or v3.",
         "builder": BUILDER_HELP,
+        "from_escrow": "Take every input not in the cache from the escrow (the release's own "
+        "first), none from mirrors or upstream; fail naming any input no escrow holds.",
     },
 )
 @fails_cleanly
 def reproduce(
-    ctx: Context, box: str, version: str | None = None, builder: str | None = None
+    ctx: Context,
+    box: str,
+    version: str | None = None,
+    builder: str | None = None,
+    from_escrow: bool = False,
 ) -> None:
-    """Rebuild a release from its recorded commit and compare with the record and the registry."""
+    """Rebuild a release from its recorded commit and compare with the record and the registry.
+
+    Inputs upstream no longer serves come from the release's escrow, then other releases'.
+    """
     from buildbox import local_registry
     from buildbox.oci.refs import Reference
     from buildbox.oci.registry import open_registry
     from buildbox.release import record
     from buildbox.release.reproduce import SAME_CONTENT
     from buildbox.release.reproduce import reproduce as reproduce_stage
+    from buildbox.tasks._common import recorded_escrows
 
     found = settings(ctx, builder)
     release = record.require(found, box, version)
     local_registry.ensure_running(found)
     with (
-        engine_and_fetcher(found, 1) as (engine, fetcher),
+        engine_and_fetcher(
+            found,
+            1,
+            escrows=recorded_escrows(found, [(box, release.version)]),
+            from_escrow=from_escrow,
+        ) as (engine, fetcher),
         open_registry(Reference.parse(release.reference), found) as registry,
     ):
         outcome = reproduce_stage(found, release, engine=engine, fetcher=fetcher, registry=registry)
