@@ -41,7 +41,9 @@ from buildbox.release.check import check_project
 from buildbox.release.release import push_box
 from buildbox.resolve import parse_sources, proof_name
 from buildbox.source import Revision
-from projects import BASE, REPO, make_project, settings_for, write_yaml
+from projects import BASE, REPO, make_project, run_cli, settings_for, settle, write_yaml
+from registry import Registry
+from test_fetch_escrow import escrow
 
 SUITE = "test"
 INDEX_PATH = "main/binary-amd64/Packages.xz"
@@ -276,6 +278,31 @@ def test_an_index_that_cannot_be_had_fails_closed(archive: Archive) -> None:
     )
     assert "HTTP 404" in message
     assert "run `invoke lock demo` again, or copy a cache holding sha256" in message
+
+
+def test_once_the_archive_moved_on_check_takes_the_index_from_a_release_escrow(
+    archive: Archive, registry: Registry
+) -> None:
+    """The archive serves an index by hash only while its InRelease is current: afterwards the
+    lock is still checked, with the index a recorded release escrowed (hash-checked as ever)."""
+    [source] = archive.lock.platforms["linux/amd64"].sources
+    url = source.index_url(source.indices[0])
+    index = archive.server.files.pop(url.removeprefix(archive.server.base_url + "/"))
+    reference = escrow(registry.host, f"{archive.root.parent.name}/escrow", {url: index})
+    digest = "sha256:" + "1" * 64
+    release = {  # an earlier version's release: the box's current version is unreleased
+        "box": "demo", "version": "0", "digest": digest, "inputs_digest": "sha256:" + "2" * 64,
+        "reference": f"{registry.host}/buildbox/demo:v0@{digest}", "revision": "unknown",
+        "platforms": {"linux/amd64": {"digest": digest, "sbom_digest": digest,
+                                      "sbom_path": "sbom/demo/v0-linux-amd64.cdx.json"}},
+        "escrow": reference,
+    }  # fmt: skip
+    (archive.root / "buildbox.lock.json").write_text(json.dumps({"releases": [release]}))
+    settle(archive.root / "invoke.yaml", registry=f"{registry.host}/buildbox",
+           cache_dir=archive.root.parent / "cache", fetch_retries=0)  # fmt: skip
+    checked = run_cli(archive.root, "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "box(es) and 1 component(s) are valid" in checked.stdout
 
 
 def test_a_missing_proof_or_a_lock_without_one_is_an_error(archive: Archive) -> None:

@@ -11,7 +11,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from buildbox import output
-from buildbox.tasks._common import fails_cleanly, load, settings
+from buildbox.tasks._common import fails_cleanly, fetching, load, recorded_escrows, settings
 
 
 def _component_cell(component: dict[str, Any], platforms: list[str]) -> str:
@@ -67,17 +67,21 @@ def list_boxes(ctx: Context, box: str | None = None, json_: bool = False) -> Non
 @fails_cleanly
 def check(ctx: Context, deep: bool = False, offline: bool = False) -> None:
     """Check every box and the component library; list every problem found, exit 1 if any."""
-    from buildbox.fetch import Fetcher
     from buildbox.release.check import binary_problems, check_project
 
     found = settings(ctx)
-    # The package locks' Packages indices, verified like any download (fetched when absent).
-    fetcher = Fetcher(found, output.LogProgress(sys.stderr))
-    project, problems = check_project(found, fetcher, offline=offline)
+    # The package locks' Packages indices, verified like any download (fetched when absent;
+    # once the archive has moved on, from a recorded release's escrow).
+    escrows = recorded_escrows(found, [])
+    with fetching(found, output.LogProgress(sys.stderr), escrows) as fetcher:
+        project, problems = check_project(found, fetcher, offline=offline)
     if deep and not problems:
         wanted = sum(len(b.components) * len(b.platforms) for b in project.boxes)
-        with output.fetch_progress(sys.stderr, wanted) as progress:
-            problems = binary_problems(project, Fetcher(found, progress))
+        with (
+            output.fetch_progress(sys.stderr, wanted) as progress,
+            fetching(found, progress, escrows) as fetcher,
+        ):
+            problems = binary_problems(project, fetcher)
     for problem in problems:
         print(problem)
     if problems:
