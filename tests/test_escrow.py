@@ -36,8 +36,9 @@ from buildbox.release.escrow import (
     release_inputs,
 )
 from buildbox.release.signing import provenance_mismatch
+from conftest import missing
 from projects import component, make_project, run_cli, settings_for, settle
-from publishing import commit_all, git, tiny_image
+from publishing import PASSWORD, commit_all, git, key_pair, tiny_image
 from registry import Registry
 
 CREATED = "2026-01-01T00:00:00Z"
@@ -543,3 +544,31 @@ def test_the_sign_stage_refuses_an_escrow_of_other_inputs(pushed: Pushed, tmp_pa
     ]
     assert "Traceback" not in result.stderr
     assert not (pushed.root / record.RECORD_FILE).exists()
+
+
+@pytest.mark.integration
+def test_a_signed_release_s_inputs_manifest_is_signed_and_verified(
+    pushed: Pushed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("cosign") is None:
+        missing("cosign is not installed (Debian 13: apt-get install cosign)")
+    private, public = key_pair(tmp_path / "keys")
+    monkeypatch.setenv("COSIGN_PASSWORD", PASSWORD)
+    monkeypatch.setenv("INVOKE_BUILDBOX_SIGNING_KEY", str(private))
+    monkeypatch.setenv("INVOKE_BUILDBOX_TRANSPARENCY_LOG", "false")
+    escrowed = escrow_of(pushed, tmp_path, pushed.tool)
+    result = pushed.sign()
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    checked = run_cli(pushed.root, "verify-release", "demo", f"--key={public}")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    lines = checked.stdout.splitlines()
+    assert f"PASS  signature (inputs manifest): {escrowed} is signed" in lines
+    assert f"PASS  inputs manifest: {escrowed} holds every input" in lines
+    assert "PASS  provenance attestation: signed" in checked.stdout
+    verified = subprocess.run(
+        ["cosign", "verify", "--key", str(public), "--insecure-ignore-tlog=true",
+         "--allow-http-registry=true", escrowed],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr

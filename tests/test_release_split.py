@@ -372,7 +372,10 @@ def test_push_only_pushes_by_digest_and_the_sign_stage_completes_it(
     [line] = pushed.stdout.splitlines()
     digests = json.loads(line)
     index = digests["index"]
-    assert set(digests) == {"box", "version", "inputs_digest", "repository", "index", "platforms"}
+    assert set(digests) == {
+        "box", "version", "inputs_digest", "repository", "index", "platforms", "escrow"
+    }  # fmt: skip
+    assert digests["escrow"].startswith(f"{publishing.registry}/fixture@sha256:")
     assert (digests["box"], digests["version"]) == ("fixture", "1")
     assert digests["repository"] == f"{publishing.registry}/fixture"
     assert digests["platforms"] == {"linux/amd64": index}, "one platform: the image itself"
@@ -389,6 +392,7 @@ def test_push_only_pushes_by_digest_and_the_sign_stage_completes_it(
     [entry] = record.load(replace(settings_for(root), registry=publishing.registry))
     assert entry.reference == f"{digests['repository']}:v1@{index}"
     assert entry.inputs_digest == digests["inputs_digest"]
+    assert entry.escrow == digests["escrow"], "the sign stage found the escrow --push-only made"
     assert tag_digest(registry, repository, "v1") == index
     assert (root / entry.platforms["linux/amd64"].sbom_path).is_file()
     again = run_cli(root, "release", "--box=fixture")
