@@ -100,9 +100,9 @@ def test_help_survives_a_second_parser_in_the_same_process() -> None:
 
 def test_all_tasks_are_listed() -> None:
     assert TASKS == [
-        "audit", "build", "bump", "check", "doctor", "fetch", "list", "lock", "main", "matrix",
-        "publish", "ref", "registry", "release", "reproduce", "sbom", "sbom-diff", "verify",
-        "verify-release",
+        "audit", "build", "bump", "check", "doctor", "escrow", "fetch", "list", "lock", "main",
+        "matrix", "publish", "ref", "registry", "release", "reproduce", "sbom", "sbom-diff",
+        "verify", "verify-release",
     ]  # fmt: skip
 
 

@@ -142,4 +142,6 @@ def test_a_signed_two_platform_release_verifies(
         "PASS  SBOM attestation (linux/amd64)",
         "PASS  SBOM attestation (linux/arm64)",
         "PASS  provenance attestation",
+        "PASS  signature (inputs manifest)",
+        "PASS  inputs manifest",
     ]

@@ -58,8 +58,10 @@ def test_publish_pull_by_digest_and_find_the_sbom(
         headers={"Accept": "application/vnd.oci.image.index.v1+json"},
         timeout=10,
     ).json()
-    [entry] = fallback["manifests"]
-    assert entry["artifactType"] == SBOM_TYPE
+    # Beside the inputs manifest (the one image is also what the tag names: its escrow's
+    # subject).
+    [entry] = [m for m in fallback["manifests"] if m["artifactType"] == SBOM_TYPE]
+    assert len(fallback["manifests"]) == 2
     artifact = requests.get(
         f"{registry.url}/v2/{repository}/manifests/{entry['digest']}",
         headers={"Accept": MANIFEST_ACCEPT},
@@ -336,3 +338,10 @@ def test_a_release_pulls_back_by_digest_and_oras_finds_its_sbom(publishing: Fixt
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     assert json.loads(artifact.stdout)["layers"][0]["digest"] == sbom_digest
+    # Its inputs are escrowed beside it, and listed from the registry.
+    assert entry["escrow"].startswith(f"{publishing.registry}/fixture@sha256:")
+    listed = run_cli(publishing.root, "escrow", "--box=fixture")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    assert ["component", "hello"] in [row[:2] for row in rows]
+    assert listed.stdout.splitlines()[-1].endswith(f"in {entry['escrow']}")

@@ -126,6 +126,9 @@ def signing(registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         .replace('registry: ""', f'registry: "{prefix}"')
         .replace('signing_key: ""', f'signing_key: "{private}"')
         .replace("transparency_log: true", "transparency_log: false")
+        # Hand-pushed content, no fetched inputs to escrow (test_escrow.py covers the sign
+        # stage's escrow check).
+        .replace("escrow: true", "escrow: false")
     )
     git(root, "init", "-q")
     commit_all(root, "demo v1")
@@ -369,7 +372,10 @@ def test_push_only_pushes_by_digest_and_the_sign_stage_completes_it(
     [line] = pushed.stdout.splitlines()
     digests = json.loads(line)
     index = digests["index"]
-    assert set(digests) == {"box", "version", "inputs_digest", "repository", "index", "platforms"}
+    assert set(digests) == {
+        "box", "version", "inputs_digest", "repository", "index", "platforms", "escrow"
+    }  # fmt: skip
+    assert digests["escrow"].startswith(f"{publishing.registry}/fixture@sha256:")
     assert (digests["box"], digests["version"]) == ("fixture", "1")
     assert digests["repository"] == f"{publishing.registry}/fixture"
     assert digests["platforms"] == {"linux/amd64": index}, "one platform: the image itself"
@@ -386,6 +392,7 @@ def test_push_only_pushes_by_digest_and_the_sign_stage_completes_it(
     [entry] = record.load(replace(settings_for(root), registry=publishing.registry))
     assert entry.reference == f"{digests['repository']}:v1@{index}"
     assert entry.inputs_digest == digests["inputs_digest"]
+    assert entry.escrow == digests["escrow"], "the sign stage found the escrow --push-only made"
     assert tag_digest(registry, repository, "v1") == index
     assert (root / entry.platforms["linux/amd64"].sbom_path).is_file()
     again = run_cli(root, "release", "--box=fixture")

@@ -1,4 +1,5 @@
-"""OCI 1.1 referrers: the SBOM as an artifact whose subject is its image, and finding it again.
+"""OCI 1.1 referrers: artifacts (the SBOM, the inputs manifest) whose subject is a release's
+image or index, and finding them again.
 
 The artifact manifest goes in by digest; a registry with the referrers API answers with an
 ``OCI-Subject`` header. Without one (the CNCF distribution registry, GHCR) the client keeps the
@@ -23,11 +24,20 @@ def attach_sbom(
     registry.upload_blob(repository, digest_of(EMPTY_JSON), EMPTY_JSON)
     registry.upload_blob(repository, digest_of(sbom), sbom)
     manifest = documents.sbom_manifest(subject, sbom, title, created)
+    return attach_artifact(registry, repository, subject.digest, manifest, SBOM_TYPE)
+
+
+def attach_artifact(
+    registry: Registry, repository: str, subject: str, manifest: bytes, artifact_type: str
+) -> str:
+    """Push an artifact manifest whose subject is ``subject`` (its blobs already pushed) by
+    digest, and the fallback referrers index when the registry has no referrers API; its
+    digest."""
     response = registry.put_manifest(repository, digest_of(manifest), manifest, OCI_MANIFEST)
     if "OCI-Subject" not in response.headers:
         # No referrers API: keep the index tagged sha256-<subject hex>, as the spec requires.
         update_fallback_index(
-            registry, repository, subject.digest, Descriptor.of(OCI_MANIFEST, manifest), SBOM_TYPE
+            registry, repository, subject, Descriptor.of(OCI_MANIFEST, manifest), artifact_type
         )
     return digest_of(manifest)
 
@@ -67,15 +77,26 @@ def find_sbom(registry: Registry, repository: str, subject: str) -> bytes | None
 def sbom_artifacts(registry: Registry, repository: str, subject: str) -> list[tuple[str, bytes]]:
     """Every SBOM artifact whose subject is ``subject`` (through the referrers API, else the
     fallback index): its manifest digest and the SBOM, each read by digest and hash-checked."""
+    artifacts = []
+    for digest, manifest in find_artifacts(registry, repository, subject, SBOM_TYPE):
+        blob = documents.sbom_layer(manifest, subject)
+        if blob is not None:
+            artifacts.append((digest, registry.get_blob(repository, blob)))
+    return artifacts
+
+
+def find_artifacts(
+    registry: Registry, repository: str, subject: str, artifact_type: str
+) -> list[tuple[str, bytes]]:
+    """Every artifact manifest of ``artifact_type`` that the referrers API (else the fallback
+    index) lists for ``subject``: its digest and bytes, read by digest and hash-checked."""
     index = registry.referrers(repository, subject)
     if index is None:
         found = registry.get_manifest(repository, documents.fallback_tag(subject))
         index = json.loads(found[0]) if found else {"manifests": []}
     artifacts = []
-    for digest in documents.referrers_of_type(index, SBOM_TYPE):
-        found = registry.get_manifest(repository, digest)  # hash-checked: read by digest
-        manifest = found[0] if found else None
-        blob = documents.sbom_layer(manifest, subject) if manifest else None
-        if blob is not None:
-            artifacts.append((digest, registry.get_blob(repository, blob)))
+    for digest in documents.referrers_of_type(index, artifact_type):
+        manifest = registry.get_manifest(repository, digest)  # hash-checked: read by digest
+        if manifest is not None:
+            artifacts.append((digest, manifest[0]))
     return artifacts

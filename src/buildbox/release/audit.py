@@ -8,14 +8,20 @@ from buildbox.digests import digest_of
 from buildbox.oci.referrers import find_sbom
 from buildbox.oci.refs import Reference
 from buildbox.oci.registry import Registry, open_registry
-from buildbox.release import record, signing
+from buildbox.release import escrow, record, signing
 from buildbox.sbom import validation
 from buildbox.settings import Settings
 
 
-def audit_release(settings: Settings, registry: Registry, release: record.Release) -> list[str]:
+def audit_release(
+    settings: Settings,
+    registry: Registry,
+    release: record.Release,
+    escrow_registry: Registry | None = None,
+) -> list[str]:
     """What no longer holds for a recorded release (empty when everything does); ``registry``
-    is the one the release is on."""
+    is the one the release is on, ``escrow_registry`` the one its inputs are escrowed on (by
+    default: a client of its own when that is another host)."""
     problems = []
     reference = Reference.parse(release.reference)
     now = registry.manifest_digest(reference.repository, reference.tag or release.tag)
@@ -26,9 +32,18 @@ def audit_release(settings: Settings, registry: Registry, release: record.Releas
         )
     for platform, facts in sorted(release.platforms.items()):
         problems += _audit_platform(settings, registry, reference, release.box, platform, facts)
+    if release.escrow is not None:
+        host = Reference.parse(release.escrow).host
+        if escrow_registry is not None and escrow_registry.host == host:
+            problems += escrow.escrow_problems(escrow_registry, release)
+        else:
+            with escrow.escrow_registry(settings, registry, host) as held:
+                problems += escrow.escrow_problems(held, release)
     checks = signing.trust(settings)
     if checks is not None:  # signatures and attestations, when there is a key to check them with
-        findings = signing.verify_release(settings, registry, release, checks)
+        # The tag and the escrow's contents are checked above already.
+        findings = signing.verify_release(settings, registry, release, checks,
+                                          escrow_contents=False)  # fmt: skip
         problems += [f"{f.what}: {f.detail}" for f in findings if not f.ok and f.what != "tag"]
     return problems
 
@@ -42,10 +57,13 @@ def audit(
     with ExitStack() as stack:
         registries: dict[str, Registry] = {}
         for release in releases:
-            host = Reference.parse(release.reference).host
-            if host not in registries:
-                registries[host] = stack.enter_context(open_registry(host, settings))
-            found.append((release, audit_release(settings, registries[host], release)))
+            hosts = [Reference.parse(release.reference).host]
+            hosts += [Reference.parse(release.escrow).host] if release.escrow else []
+            for host in hosts:
+                if host not in registries:
+                    registries[host] = stack.enter_context(open_registry(host, settings))
+            held = registries[hosts[-1]]
+            found.append((release, audit_release(settings, registries[hosts[0]], release, held)))
     return found
 
 

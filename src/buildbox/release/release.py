@@ -1,15 +1,15 @@
 """`invoke release`: the one push-button, a pipeline of values from the box to its record.
 
-build → verify → prepare → describe → publish → record: each stage takes what the one before
-returned and looks nothing up again. A box with several platforms is released as one OCI image
-index under one immutable tag; each platform image carries its own SBOM. The SBOM names the
+build → verify → prepare → describe → publish → escrow → record: each stage takes what the one
+before returned and looks nothing up again. A box with several platforms is released as one OCI
+image index under one immutable tag; each platform image carries its own SBOM. The SBOM names the
 image by the digest it is published under, which exists once the image is prepared: so
 describe comes after prepare.
 
-Two stages, which CI runs in two jobs: the push stage (build → … → describe → push by digest;
-`--push-only`, no key) and the sign stage (sign, tag, record; `--sign-digest`, no engine, which
-first reads the pushed content back by digest and holds it to its own checkout). `release_box`
-is the two in one process.
+Two stages, which CI runs in two jobs: the push stage (build → … → describe → push by digest →
+escrow the inputs; `--push-only`, no key) and the sign stage (sign, tag, record;
+`--sign-digest`, no engine, which first reads the pushed content and the escrow back by digest
+and holds them to its own checkout). `release_box` is the two in one process.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ from buildbox.define.project import Project
 from buildbox.digests import digest_of
 from buildbox.errors import BuildboxError
 from buildbox.fetch import Fetcher
+from buildbox.oci.documents import Descriptor
 from buildbox.oci.push import Published, Pushed, PushProgress, read_pushed, write_tag
 from buildbox.oci.refs import Reference
 from buildbox.oci.registry import Registry, open_registry
-from buildbox.release import record, signing
+from buildbox.release import escrow, record, signing
 from buildbox.release.audit import audit_release
 from buildbox.release.check import lock_proof_problems
 from buildbox.release.publish import Described, prepare, push_release
@@ -72,6 +73,8 @@ class Candidate:
     #: Per platform: its SBOM, as pushed in its referrer.
     sboms: dict[str, Sbom]
     inputs_digest: str
+    #: Its inputs manifest, ``host/repository@digest``; None when buildbox.escrow is off.
+    escrow: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ class Digests:
     repository: str
     index: str
     platforms: dict[str, str]
+    #: The inputs manifest (``host/repository@digest``); None when not escrowed.
+    escrow: str | None
     #: False when the version was already released: nothing was built or pushed.
     new: bool
 
@@ -143,8 +148,9 @@ def push_box(
         if existing is not None:
             images = {platform: facts.digest for platform, facts in existing.platforms.items()}
             return Digests(
-                box.name, box.version, digest, target.name, existing.digest, images, new=False
-            )
+                box.name, box.version, digest, target.name, existing.digest, images,
+                existing.escrow, new=False,
+            )  # fmt: skip
         revision = releasable(box, revision)
         candidate, _ = _push(
             project, box, digest, registry, releases, engine=engine, fetcher=fetcher,
@@ -152,8 +158,9 @@ def push_box(
         )  # fmt: skip
     pushed = candidate.pushed
     return Digests(
-        box.name, box.version, digest, target.name, pushed.digest, pushed.images, new=True
-    )
+        box.name, box.version, digest, target.name, pushed.digest, pushed.images,
+        candidate.escrow, new=True,
+    )  # fmt: skip
 
 
 def sign_pushed(
@@ -161,7 +168,8 @@ def sign_pushed(
 ) -> Released:
     """The sign stage alone (`invoke release --sign-digest`), with no engine: ``digest`` (what
     --push-only printed) read back from the registry, every manifest and blob hash-checked;
-    each image's labels and SBOM held to this checkout; then signed, tagged and recorded."""
+    each image's labels and SBOM, and the escrow's inputs, held to this checkout; then signed,
+    tagged and recorded."""
     digest = parse_digest(digest)
     settings = project.settings
     releases = record.load(settings)
@@ -186,8 +194,9 @@ def sign_pushed(
             where = f"{target.name}@{image} ({platform})"
             built_here(where, json.loads(configs[platform]), box, platform, inputs, revision)
             checked[platform] = sbom_of(where, image, platform, sboms[platform])
-        release = _sign(project, box, Candidate(pushed, checked, inputs), registry, revision,
-                        releases)  # fmt: skip
+        held = escrowed(project, box, digest, registry) if settings.escrow else None
+        candidate = Candidate(pushed, checked, inputs, held)
+        release = _sign(project, box, candidate, registry, revision, releases)
     return Released(release, new=True)
 
 
@@ -300,7 +309,80 @@ def _push(
     ]
     pushed = push_release(project, box, described, registry, revision, releases, progress=progress)
     sboms = {d.built.platform: d.sbom for d in described}
-    return Candidate(pushed, sboms, digest), tuple(reports)
+    held = None
+    if project.settings.escrow:
+        held = escrow_inputs(
+            project, box, registry, pushed, releases, fetcher=fetcher, created=revision.timestamp,
+            log=log, progress=progress,
+        )  # fmt: skip
+    return Candidate(pushed, sboms, digest, held), tuple(reports)
+
+
+def escrow_inputs(
+    project: Project,
+    box: Box,
+    registry: Registry,
+    pushed: Pushed,
+    releases: list[record.Release],
+    *,
+    fetcher: Fetcher,
+    created: str,
+    log: Callable[[str], None],
+    progress: PushProgress,
+) -> str:
+    """The escrow stage: every input the release read (from the verified cache the build and
+    the lock's proof check filled) pushed beside ``pushed``, with its inputs manifest as a
+    referrer of it; the manifest's reference."""
+    settings = project.settings
+    paths = {f.wanted.sha256: f.path for f in fetcher.fetch_all(escrow.wanted(project, box))}
+    inputs = escrow.release_inputs(project, box, paths)
+    where = escrow.target(settings, _target(project, box))
+    subject = Descriptor(pushed.media_type, pushed.digest, len(pushed.top))
+    with escrow.escrow_registry(settings, registry, where.host) as held:
+        done = escrow.escrow_release(
+            held, where.repository, subject, box, inputs, paths, created,
+            mounts=escrow.escrowed_blobs(held, releases, where.repository),
+            workers=settings.registry_workers, progress=progress,
+        )  # fmt: skip
+    log(done.line())
+    return done.reference
+
+
+def escrowed(project: Project, box: Box, digest: str, registry: Registry) -> str:
+    """The sign stage's check of the escrow: the inputs manifest referring to ``digest`` that
+    lists exactly this checkout's inputs (by sha256), each of them in the registry; its
+    reference. One line otherwise: nothing is signed or tagged."""
+    settings = project.settings
+    where = escrow.target(settings, _target(project, box))
+    wanted = {want.sha256 for want in escrow.wanted(project, box)}
+    refused = "nothing was signed or tagged"
+    with escrow.escrow_registry(settings, registry, where.host) as held:
+        found = escrow.find_escrow(held, where.repository, digest)
+        for manifest, inputs in found:
+            if {each.sha256 for each in inputs} != wanted:
+                continue
+            lost = [i for i in inputs if not held.has_blob(where.repository, i.digest)]
+            if lost:
+                raise BuildboxError(
+                    f"{where.name}@{manifest}: {len(lost)} escrowed input(s) are missing, e.g. "
+                    f"{lost[0].label} {lost[0].digest}; push with `invoke release --push-only` "
+                    f"again; {refused}"
+                )
+            return f"{where.name}@{manifest}"
+    if not found:
+        raise BuildboxError(
+            f"{where.name} has no inputs manifest for {digest} (buildbox.escrow is on): push "
+            f"with `invoke release --push-only` again; {refused}"
+        )
+    manifest, inputs = found[0]
+    listed = {each.sha256 for each in inputs}
+    extra, absent = sorted(listed - wanted), sorted(wanted - listed)
+    example = f"sha256:{(extra or absent)[0]}"
+    raise BuildboxError(
+        f"{where.name}@{manifest} does not list exactly this checkout's inputs: {len(extra)} "
+        f"not this checkout's, {len(absent)} of this checkout's missing (e.g. {example}); "
+        f"{refused}"
+    )
 
 
 def require_proven_lock(project: Project, box: Box, fetcher: Fetcher) -> None:
@@ -330,12 +412,14 @@ def _sign(
     published = write_tag(
         registry, _target(project, box).repository, box.release_tag, candidate.pushed,
         sign=signing.signer(
-            project, box, revision, candidate.inputs_digest, texts, registry.transport.clock
+            project, box, revision, candidate.inputs_digest, texts, registry.transport.clock,
+            candidate.escrow,
         ),
     )  # fmt: skip
     return record_release(
-        project, box, candidate.sboms, published, candidate.inputs_digest, revision, releases
-    )
+        project, box, candidate.sboms, published, candidate.inputs_digest, revision, releases,
+        candidate.escrow,
+    )  # fmt: skip
 
 
 def already_released(
@@ -384,8 +468,10 @@ def record_release(
     digest: str,
     revision: Revision,
     releases: list[record.Release],
+    escrow_reference: str | None = None,
 ) -> record.Release:
-    """The record stage: the SBOMs committed under sbom/, the release in the record."""
+    """The record stage: the SBOMs committed under sbom/, the release (and where its inputs are
+    escrowed) in the record."""
     root = project.settings.root
     platforms = {}
     for platform, sbom in sboms.items():
@@ -405,6 +491,7 @@ def record_release(
         revision=revision.label,
         platforms=platforms,
         epoch=revision.epoch,
+        escrow=escrow_reference,
     )
     record.add(root, releases, release)
     return release

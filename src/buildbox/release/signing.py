@@ -5,8 +5,10 @@ A signed release has, made with cosign (``oci.cosign``):
 - on each platform image, a signed in-toto attestation whose predicate is its CycloneDX SBOM
   (the committed file's JSON) — cosign's ``cyclonedx`` type;
 - on the tag's digest, a signed SLSA v1 provenance statement (``slsaprovenance1``): the builder,
-  the source repository and revision, the box, its version and inputs digest, and every pinned
-  artifact and locked package as resolved dependencies with their sha256.
+  the source repository and revision, the box, its version and inputs digest, the digest of its
+  inputs manifest (the escrow, ``release.escrow``), and every pinned artifact and locked package
+  as resolved dependencies with their sha256;
+- a signature of the inputs manifest, so that ``cosign verify`` vouches for the escrow too.
 The plain SBOM referrer publish attaches stays, for clients that read it (oras discover).
 """
 
@@ -28,7 +30,7 @@ from buildbox.oci.cosign import KEYLESS, Cosign, CosignError, Trust
 from buildbox.oci.refs import Reference
 from buildbox.oci.registry import Registry
 from buildbox.oci.transport import Clock, is_plain_http
-from buildbox.release import record
+from buildbox.release import escrow, record
 from buildbox.settings import Settings
 from buildbox.source import Revision, origin_url
 
@@ -85,9 +87,15 @@ def cosign_for(settings: Settings, repository: str, clock: Clock | None = None) 
 
 
 def provenance(
-    project: Project, box: Box, revision: Revision, inputs_digest: str, digests: dict[str, str]
+    project: Project,
+    box: Box,
+    revision: Revision,
+    inputs_digest: str,
+    digests: dict[str, str],
+    escrow: str | None = None,
 ) -> dict[str, Any]:
-    """The SLSA v1 provenance predicate of a release of ``box`` (``digests``: per platform)."""
+    """The SLSA v1 provenance predicate of a release of ``box`` (``digests``: per platform;
+    ``escrow``: its inputs manifest, ``host/repository@digest``, if its inputs were escrowed)."""
     source = origin_url(project.settings.root) or project.settings.root.as_uri()
     dependencies: list[dict[str, Any]] = [
         {"uri": f"git+{source}", "digest": {"gitCommit": revision.commit or ""}}
@@ -130,6 +138,7 @@ def provenance(
                 "inputsDigest": inputs_digest,
                 "epoch": revision.epoch,
                 "platforms": {platform: digests[platform] for platform in box.platforms},
+                "inputsManifest": escrowed_digest(escrow),
             },
             "resolvedDependencies": dependencies,
         },
@@ -138,6 +147,11 @@ def provenance(
             "metadata": {"invocationId": _invocation()},
         },
     }
+
+
+def escrowed_digest(escrow: str | None) -> str | None:
+    """The digest of the inputs manifest ``escrow`` names (None: not escrowed)."""
+    return None if escrow is None else escrow.rsplit("@", 1)[1]
 
 
 def builder_id() -> str:
@@ -163,17 +177,21 @@ def signer(
     inputs_digest: str,
     sboms: dict[str, str],
     clock: Clock | None = None,
+    escrow: str | None = None,
 ) -> Callable[[str, str, dict[str, str]], None] | None:
-    """What publish calls before it writes the tag: sign and attest everything it pushed, on
-    the registry's ``clock``. None when releases are not signed (buildbox.signing_key is
-    empty)."""
+    """What publish calls before it writes the tag: sign and attest everything it pushed (and
+    the inputs manifest ``escrow``), on the registry's ``clock``. None when releases are not
+    signed (buildbox.signing_key is empty)."""
     key = signing_key(project.settings)
     if key is None:
         return None
     tlog = project.settings.transparency_log
 
     def sign(repository: str, digest: str, platforms: dict[str, str]) -> None:
-        statement = provenance(project, box, revision, inputs_digest, platforms)
+        statement = provenance(project, box, revision, inputs_digest, platforms, escrow)
+        if escrow is not None:  # first: a tag never names a release whose escrow is unsigned
+            with cosign_for(project.settings, escrow, clock) as cosign:
+                cosign.sign(escrow, key, tlog)
         with cosign_for(project.settings, repository, clock) as cosign:
             for platform, image_digest in sorted(platforms.items()):
                 image = f"{repository}@{image_digest}"
@@ -195,13 +213,21 @@ class Finding:
     what: str
     ok: bool
     detail: str
+    #: Worth saying, but neither a pass nor a failure (a release recorded without escrow).
+    note: bool = False
 
 
 def verify_release(
-    settings: Settings, registry: Registry, release: record.Release, checks: Trust
+    settings: Settings,
+    registry: Registry,
+    release: record.Release,
+    checks: Trust,
+    *,
+    escrow_contents: bool = True,
 ) -> list[Finding]:
-    """Every signature and attestation a signed release must have, checked with ``checks``;
-    ``registry`` is the one the release is on."""
+    """Every signature and attestation a signed release must have, checked with ``checks``,
+    and (with ``escrow_contents``) that its escrow holds every input; ``registry`` is the one
+    the release is on."""
     reference = Reference.parse(release.reference)
     repository = reference.name
     findings = [_tag(registry, reference, release)]
@@ -223,7 +249,31 @@ def verify_release(
         findings.append(
             _provenance(cosign, f"{repository}@{release.digest}", release, source, commit, checks)
         )
-    return findings
+    return findings + _escrow(settings, registry, release, checks, escrow_contents)
+
+
+#: What verify-release and audit say of a release recorded without an inputs manifest: not a
+#: failure, for records from before escrow (and releases with buildbox.escrow off) stay valid.
+NOT_ESCROWED = "not escrowed: released before escrow or with escrow off"
+
+
+def _escrow(
+    settings: Settings, registry: Registry, release: record.Release, checks: Trust, contents: bool
+) -> list[Finding]:
+    """The inputs manifest is signed, and (``contents``) it and every input it lists are in the
+    registry."""
+    if release.escrow is None:
+        return [Finding("inputs manifest", True, NOT_ESCROWED, note=True)]
+    host = Reference.parse(release.escrow).host
+    with escrow.escrow_registry(settings, registry, host) as held:
+        with cosign_for(settings, release.escrow, held.transport.clock) as cosign:
+            signed = _signature(cosign, release.escrow, "inputs manifest", checks)
+        if not contents:
+            return [signed]
+        problems = escrow.escrow_problems(held, release)
+    if problems:
+        return [signed, Finding("inputs manifest", False, "; ".join(problems))]
+    return [signed, Finding("inputs manifest", True, f"{release.escrow} holds every input")]
 
 
 def _tag(registry: Registry, reference: Reference, release: record.Release) -> Finding:
@@ -306,6 +356,7 @@ def provenance_mismatch(
         ("version", external.get("version"), release.version),
         ("inputs digest", internal.get("inputsDigest"), release.inputs_digest),
         ("platform digests", internal.get("platforms"), recorded),
+        ("inputs manifest", internal.get("inputsManifest"), escrowed_digest(release.escrow)),
     ]
     for field, signed, expected in fields:
         if signed != expected:

@@ -1,7 +1,7 @@
 """The invoke tasks, grouped by what users do: define (check, list, lock, bump), build (fetch,
-build, verify), release (sbom, sbom-diff, publish, release, ref, audit, verify-release,
-reproduce, matrix) and ops (doctor, registry, main). Each parses its arguments, calls the
-library and prints; no logic lives here.
+build, verify), release (sbom, sbom-diff, publish, release, ref, escrow, audit, verify-release,
+reproduce, matrix) and ops (doctor, registry, main). Each parses its arguments, calls the library
+and prints; no logic lives here.
 
 Stages are imported inside the tasks that use them, so that ``invoke --list`` and light commands
 do not pay for docker-py, requests or the CycloneDX library.
@@ -72,8 +72,8 @@ def namespace(root: Path) -> Collection:
     tasks = (
         define.list_boxes, define.check, build.fetch, define.bump, build.build, build.verify,
         release.sbom, release.sbom_diff, release.publish, release.release, release.ref,
-        release.audit, release.verify_release, release.matrix, release.reproduce, ops.doctor,
-        define.lock, ops.main, ops.registry,
+        release.escrow, release.audit, release.verify_release, release.matrix, release.reproduce,
+        ops.doctor, define.lock, ops.main, ops.registry,
     )  # fmt: skip
     ns = Collection(*(_own_copy(t) for t in tasks))
     ns.configure(

@@ -1,5 +1,5 @@
-"""The tasks that release and check releases: sbom, sbom-diff, publish, release, ref, audit,
-verify-release, reproduce, matrix."""
+"""The tasks that release and check releases: sbom, sbom-diff, publish, release, ref, escrow,
+audit, verify-release, reproduce, matrix."""
 
 from __future__ import annotations
 
@@ -161,8 +161,9 @@ def publish(ctx: Context, box: str, dev: bool = False) -> None:
     help={
         "box": "The box to release (its current version in box.yaml, all its platforms).",
         "builder": BUILDER_HELP,
-        "push_only": "Only build, verify and push by digest (images, SBOM referrers, index); "
-        "no key, no signature, no tag, no record. Prints the digests as one JSON line.",
+        "push_only": "Only build, verify and push by digest (images, SBOM referrers, index, "
+        "escrowed inputs); no key, no signature, no tag, no record. Prints the digests as one "
+        "JSON line.",
         "sign_digest": "Only sign, tag and record what --push-only pushed (its index digest), "
         "read back from the registry and checked against this checkout; needs no engine.",
     },
@@ -211,6 +212,11 @@ def release(
                 "signed with cosign: the release and each image, with SBOM and SLSA provenance "
                 "attestations (check: invoke verify-release)"
             )
+        if done.release.escrow is not None:
+            print(f"inputs escrowed in {done.release.escrow} (list them: invoke escrow {box})")
+        else:
+            print("not escrowed: buildbox.escrow is false, so no input of this release is kept "
+                  "in the registry")  # fmt: skip
         sboms = ", ".join(facts.sbom_path for facts in done.release.platforms.values())
         print(f"recorded in {RECORD_FILE}; SBOMs: {sboms}: commit them")
     else:
@@ -266,13 +272,51 @@ def ref(
         print(found.platform_reference(platform) if platform else found.reference)
 
 
+@task(
+    positional=["box"],
+    help={
+        "box": "The box whose release's escrowed inputs to list.",
+        "version": "The released version (default: the latest), e.g. 3 or v3.",
+    },
+)
+@fails_cleanly
+def escrow(ctx: Context, box: str, version: str | None = None) -> None:
+    """List the inputs a release escrowed in the registry: its inputs manifest, read by digest."""
+    from buildbox import local_registry
+    from buildbox.oci.refs import Reference
+    from buildbox.oci.registry import open_registry
+    from buildbox.release import record
+    from buildbox.release.escrow import read_escrow
+
+    found = settings(ctx)
+    release = record.require(found, box, version)
+    if release.escrow is None:
+        raise BuildboxError(
+            f"{release.box} {release.tag} was released without escrow ({release.reference}): its "
+            "inputs are not in the registry (released before escrow, or with buildbox.escrow off)"
+        )
+    local_registry.ensure_running(found)
+    with open_registry(Reference.parse(release.escrow), found) as registry:
+        inputs = read_escrow(registry, release.escrow, release.digest)
+    rows = [
+        [i.kind, i.name, i.version, ",".join(i.platforms), output.size(i.size),
+         f"{i.sha256[:12]}…", i.url]
+        for i in sorted(inputs, key=lambda i: (i.kind, i.name, i.version, i.sha256))
+    ]  # fmt: skip
+    print(output.table(["KIND", "NAME", "VERSION", "PLATFORMS", "SIZE", "SHA256", "URL"], rows))
+    total = output.size(sum(i.size for i in inputs))
+    print(f"{len(inputs)} input(s), {total}, in {release.escrow}")
+
+
 @task(help={"box": "Audit only this box's releases (default: all)."})
 @fails_cleanly
 def audit(ctx: Context, box: str | None = None) -> None:
-    """Check every recorded release: tag still at the digest, SBOM attached and as committed."""
+    """Check every recorded release: tag still at the digest, SBOM attached and as committed,
+    every escrowed input in the registry."""
     from buildbox import local_registry
     from buildbox.release import record
     from buildbox.release.audit import audit as audit_stage
+    from buildbox.release.signing import NOT_ESCROWED
 
     found = settings(ctx)
     releases = [r for r in record.load(found) if box in (None, r.box)]
@@ -283,6 +327,8 @@ def audit(ctx: Context, box: str | None = None) -> None:
         print_checks([(not problems, entry.reference)])
         for problem in problems:
             print(f"      {problem}")
+        if entry.escrow is None:
+            print(f"NOTE  {entry.reference}: {NOT_ESCROWED}")
     failures = sum(bool(problems) for _, problems in results)
     if failures:
         raise Exit(f"audit: {failures} of {len(results)} releases drifted", 1)
@@ -331,7 +377,9 @@ def verify_release(
     local_registry.ensure_running(found)
     with open_registry(Reference.parse(release.reference), found) as registry:
         findings = signing.verify_release(found, registry, release, checks)
-    failed = print_checks((f.ok, f"{f.what}: {f.detail}") for f in findings)
+    failed = print_checks((f.ok, f"{f.what}: {f.detail}") for f in findings if not f.note)
+    for note in (f for f in findings if f.note):
+        print(f"NOTE  {note.what}: {note.detail}")
     if failed:
         raise Exit(f"verify-release: {release.reference}: {failed} check(s) failed", 1)
     print(f"verify-release: {release.reference} is signed, attested and as recorded")
