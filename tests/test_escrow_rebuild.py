@@ -9,27 +9,37 @@ is new: `invoke reproduce` takes every input from the release's escrow and gives
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 
+import docker.errors
 import pytest
+from docker import DockerClient
 
 from artifact_server import ArtifactServer
 from conftest import FixtureProject, hello_component
 from projects import run_cli, settle, write_yaml
 from publishing import commit_all
 from registry import free_port
+from test_bootstrap import BOOTSTRAP, base_images
 from test_source_builds import RECIPE, greet_component
 
 pytestmark = pytest.mark.integration
 
-BOOTSTRAP = {
-    "suite": "bookworm",
-    "variant": "minbase",
-    "mirror": "http://deb.debian.org/debian",
-    "packages": ["make"],
-}
+
+@pytest.fixture
+def bases_removed(docker_client: DockerClient) -> Iterator[None]:
+    """The bootstrapped bases the test made leave the engine with it (another test counts
+    the fixture box's bases)."""
+    before = set(base_images(docker_client, "fixture"))
+    yield
+    for tag in set(base_images(docker_client, "fixture")) - before:
+        with contextlib.suppress(docker.errors.APIError):
+            docker_client.images.remove(tag, force=True)
 
 
+@pytest.mark.usefixtures("bases_removed")
 def test_a_release_is_rebuilt_bit_for_bit_with_every_upstream_gone(
     publishing: FixtureProject, artifacts: ArtifactServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
