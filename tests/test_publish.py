@@ -142,15 +142,20 @@ def test_registry_stopped_mid_publish_then_rerun_completes(
         )
         project.set_box(components=["hello", "big"])
         commit_all(project.root, "fixture")
-        # The base image lives in the session registry; this one starts empty.
-        blobs = own.workdir / "data" / "docker" / "registry" / "v2" / "blobs"
+        # The base image lives in the session registry; this one starts empty. It is stopped
+        # once a blob is wholly in (its link written in the repository): stopped as its data
+        # lands, it could die before that link is written and leave the link empty, which it
+        # then answers with HTTP 500 for good (the registry writes links in place; CI saw it).
+        links = own.workdir / "data" / "docker" / "registry" / "v2" / "repositories"
         publishing = subprocess.Popen(
             [sys.executable, "-m", "invoke", "--search-root", str(project.root), "release",
              "--box=fixture"],
             cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 300  # the release builds first
-        while time.monotonic() < deadline and not (blobs.exists() and any(blobs.rglob("data"))):
+        while time.monotonic() < deadline and not any(
+            link.stat().st_size for link in links.glob("*/*/_layers/sha256/*/link")
+        ):
             time.sleep(0.02)
         own.stop()
         _, stderr = publishing.communicate(timeout=120)
